@@ -1,0 +1,1 @@
+"""Planner backends: turn an intent into a ``PlanDraft`` (template, openai, draft)."""

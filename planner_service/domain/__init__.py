@@ -1,0 +1,1 @@
+"""Pure planner logic: parsing, validation, policy wiring. No FastAPI, no SQL, no network."""
