@@ -1,0 +1,1 @@
+"""Alembic migrations: one environment, two Postgres schemas (``planner``, ``executor``)."""

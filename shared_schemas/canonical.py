@@ -37,6 +37,7 @@ def canonical_json(value: Any) -> bytes:
 
     Raises:
         CanonicalJSONError: when a number is outside the I-JSON domain or a value is not JSON.
+
     """
     try:
         return rfc8785.dumps(value)
@@ -59,6 +60,7 @@ def content_hash(plan: Plan) -> str:
 
     Raises:
         CanonicalJSONError: when the plan holds a number outside the I-JSON domain.
+
     """
     return sha256_digest(plan_body(plan))
 

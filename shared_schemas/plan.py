@@ -7,7 +7,7 @@ the same ``plan_id``.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from uuid import UUID
 
 from pydantic import Field
@@ -15,7 +15,7 @@ from pydantic import Field
 from ._base import ContractModel
 from .tool import TOOL_NAME_PATTERN
 
-PLAN_SCHEMA_ID = "planexec.plan/v1"
+PLAN_SCHEMA_ID: Final = "planexec.plan/v1"
 """The schema id this package speaks; a breaking change bumps it."""
 
 STEP_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"

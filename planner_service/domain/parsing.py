@@ -40,6 +40,7 @@ def loads_strict(text: str | bytes) -> Any:
 
     Raises:
         ValueError: with the position of the first problem.
+
     """
     return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
 
@@ -52,7 +53,9 @@ def pointer(loc: tuple[int | str, ...]) -> str:
 def issues_from_validation_error(exc: ValidationError, prefix: str = "") -> list[ValidationIssue]:
     """Turn a pydantic ``ValidationError`` into ``schema`` issues with JSON pointers."""
     return [
-        ValidationIssue(code=IssueCode.SCHEMA, message=err["msg"], path=prefix + pointer(err["loc"]))
+        ValidationIssue(
+            code=IssueCode.SCHEMA, message=err["msg"], path=prefix + pointer(err["loc"])
+        )
         for err in exc.errors(include_url=False)
     ]
 
@@ -62,6 +65,7 @@ def parse_draft_value(value: Any) -> PlanDraft:
 
     Raises:
         DraftParseError: with one ``schema`` issue per problem.
+
     """
     try:
         return PlanDraft.model_validate(value, strict=False)
@@ -74,6 +78,7 @@ def parse_draft(text: str | bytes) -> PlanDraft:
 
     Raises:
         DraftParseError: on malformed JSON (one issue with the position) or schema violations.
+
     """
     try:
         value = loads_strict(text)

@@ -1,0 +1,47 @@
+# The verbs a newcomer types. `make run` and `make test` are the two that matter.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := shared_schemas planexec planner_service migrations
+PORT ?= 8100
+
+.PHONY: run test lint typecheck schemas migrate clean-data help
+
+help:
+	@echo "make run      start the planner on the embedded Postgres (docs at http://127.0.0.1:$(PORT)/docs)"
+	@echo "make test     lint, type-check and run the test suite against real Postgres"
+	@echo "make schemas  re-export shared_schemas/jsonschema/*.json from the models"
+	@echo "make lint     ruff check + format check"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	@echo "planexec planner: docs at http://127.0.0.1:$(PORT)/docs, health at http://127.0.0.1:$(PORT)/v1/healthz (Ctrl-C stops)"
+	PLANEXEC_PORT=$(PORT) $(BIN)/planexec planner --migrate
+
+migrate: $(STAMP)
+	$(BIN)/planexec migrate
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict $(PACKAGES)
+
+schemas: $(STAMP)
+	$(BIN)/python -m shared_schemas.export
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+clean-data:
+	rm -rf .data

@@ -1,0 +1,157 @@
+"""The ``planexec`` command line: ``planner``, ``migrate``, ``keys``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from planexec.settings import CommonSettings
+from shared_schemas import Role
+
+
+def _common() -> CommonSettings:
+    try:
+        return CommonSettings()
+    except ValidationError as exc:
+        sys.exit(f"planexec: invalid settings: {exc}")
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    """Upgrade the ``planner`` and ``executor`` schemas to the latest revision."""
+    from planexec.db import database_url_for, upgrade
+
+    settings = _common()
+    upgrade(database_url_for(settings))
+    print("planexec: database migrated to head", file=sys.stderr)
+    return 0
+
+
+def cmd_planner(args: argparse.Namespace) -> int:
+    """Serve the planner API with uvicorn."""
+    import uvicorn
+
+    from planexec.db import database_url_for, upgrade
+    from planexec.logging import configure_logging
+    from planner_service.app import create_app
+    from planner_service.settings import PlannerSettings
+
+    try:
+        settings = PlannerSettings()
+    except ValidationError as exc:
+        sys.exit(f"planexec: invalid settings: {exc}")
+    if args.host:
+        settings = settings.model_copy(update={"host": args.host})
+    if args.port:
+        settings = settings.model_copy(update={"port": args.port})
+    configure_logging(settings.log_level, json=settings.log_json)
+    if args.migrate:
+        upgrade(database_url_for(settings))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    from planexec.auth import ApiKeyStore
+    from planexec.db import create_engine, database_url_for
+
+    settings = _common()
+    url = await asyncio.to_thread(database_url_for, settings)
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    store = ApiKeyStore(engine)
+    try:
+        if args.keys_command == "create":
+            try:
+                issued = await store.create(
+                    tenant=args.tenant,
+                    subject=args.subject or f"{getpass.getuser()}@cli",
+                    roles=[Role(r) for r in args.role],
+                    scopes=args.scope or [],
+                    description=args.description,
+                )
+            except ValidationError as exc:
+                print(f"planexec: {exc}", file=sys.stderr)
+                return 2
+            print(issued.token)
+            print(
+                f"key {issued.key_id} for tenant {args.tenant}: shown once, store it now",
+                file=sys.stderr,
+            )
+        elif args.keys_command == "list":
+            for info in await store.list(args.tenant):
+                state = "revoked" if info.revoked_at else "active"
+                print(
+                    f"{info.key_id}  {info.tenant}  {info.subject}  roles={','.join(info.roles)}"
+                    f"  scopes={','.join(info.scopes)}  {state}"
+                )
+        elif args.keys_command == "revoke":
+            if not await store.revoke(args.key_id):
+                print(f"planexec: no active key {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}", file=sys.stderr)
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Create, list or revoke API keys."""
+    return asyncio.run(_keys(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``planexec``."""
+    parser = argparse.ArgumentParser(prog="planexec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    planner = sub.add_parser("planner", help="serve the planner API")
+    planner.add_argument("--host", help="interface to listen on (PLANEXEC_HOST)")
+    planner.add_argument("--port", type=int, help="port to listen on (PLANEXEC_PORT)")
+    planner.add_argument("--migrate", action="store_true", help="migrate the database first")
+    planner.set_defaults(func=cmd_planner)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schemas to head")
+    migrate.set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        choices=[r.value for r in Role],
+        help="a role of the key (repeatable)",
+    )
+    create.add_argument("--scope", action="append", help="a scope of the key (repeatable)")
+    create.add_argument("--subject", help="who the key is for (default: <user>@cli)")
+    create.add_argument("--description")
+    listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--tenant")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    keys.set_defaults(func=cmd_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``planexec`` console script."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

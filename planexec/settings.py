@@ -1,0 +1,66 @@
+"""Settings shared by both services (pydantic-settings, environment prefix ``PLANEXEC_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "dev-only-change-me"
+"""The shipped default of every secret; accepted only when ``env`` is ``dev``."""
+
+
+class CommonSettings(BaseSettings):
+    """Settings every planexec process reads.
+
+    Values come from the environment (``PLANEXEC_<FIELD>``), then a ``.env`` file, then the
+    defaults below. Placeholder secrets are refused outside ``env=dev``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="PLANEXEC_",
+        env_file=".env",
+        extra="ignore",
+        use_attribute_docstrings=True,
+    )
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    """Deployment kind; ``prod`` and ``test`` refuse placeholder secrets."""
+    database_url: str | None = None
+    """SQLAlchemy URL of Postgres (``postgresql+asyncpg://...``); unset = embedded server."""
+    data_dir: Path = Path(".data")
+    """Where the embedded Postgres keeps its files (and other local state)."""
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    """Connections kept in each process's pool."""
+    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    """Extra connections the pool may open under load."""
+    signing_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+    """HMAC-SHA256 key that signs plan content hashes (at least 32 bytes outside dev)."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    """Largest accepted request body, in bytes; larger bodies get 413."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Minimum level of structured log lines."""
+    log_json: bool = True
+    """Emit logs as JSON lines (false: human-readable console lines)."""
+    docs_enabled: bool = True
+    """Serve ``/docs`` and ``/openapi.json``."""
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Self:
+        if self.env == "dev":
+            return self
+        key = self.signing_key.get_secret_value()
+        if key == PLACEHOLDER_SECRET:
+            raise ValueError(
+                f"PLANEXEC_SIGNING_KEY is a placeholder; set a real key for env={self.env}"
+            )
+        if len(key.encode()) < 32:
+            raise ValueError("PLANEXEC_SIGNING_KEY must be at least 32 bytes outside env=dev")
+        return self
+
+    @property
+    def signing_key_bytes(self) -> bytes:
+        """The signing key as bytes."""
+        return self.signing_key.get_secret_value().encode()

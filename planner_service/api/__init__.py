@@ -1,0 +1,1 @@
+"""Planner HTTP API: thin routers over the planner's services."""
