@@ -92,13 +92,12 @@ class PlannerBackend(Protocol):
     name: str
     """Backend name as used in requests and recorded in provenance."""
 
-    async def generate(
-        self, request: PlanRequest, prior: list[PriorAttempt]
-    ) -> Generation:
+    async def generate(self, request: PlanRequest, prior: list[PriorAttempt]) -> Generation:
         """Generate a plan body; ``prior`` holds earlier failed attempts (repair rounds).
 
         Raises:
             BackendUnavailableError: when the backend cannot produce anything at all.
             NoMatchingTemplateError: template backend only, when no template matches.
+
         """
         ...
