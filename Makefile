@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 run: $(STAMP)
 	@echo "planexec planner: docs at http://127.0.0.1:$(PORT)/docs, health at http://127.0.0.1:$(PORT)/v1/healthz (Ctrl-C stops)"
-	PLANEXEC_PORT=$(PORT) $(BIN)/planexec planner --migrate
+	PLANEXEC_PORT=$(PORT) PLANEXEC_CATALOG_FILE=$${PLANEXEC_CATALOG_FILE:-planner_service/catalogs/demo.json} \
+		$(BIN)/planexec planner --migrate
 
 migrate: $(STAMP)
 	$(BIN)/planexec migrate

@@ -1,0 +1,1 @@
+"""planexec planner service: intents become validated, policy-checked, versioned plans."""

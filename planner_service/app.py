@@ -14,9 +14,20 @@ from planexec.db import create_engine, database_url_for
 from planexec.web import BodyLimitMiddleware, install_problem_handlers
 from shared_schemas import ProblemDetails
 
+from .api import catalog as catalog_api
 from .api import health, plans
+from .backends.base import PlannerBackend
+from .backends.draft import DraftBackend
+from .backends.openai_backend import OpenAIBackend
+from .backends.template import TemplateBackend
+from .catalog import CatalogService, CatalogUnavailableError
+from .domain.policy import DEFAULT_POLICY_DIR, PolicyEngine
+from .domain.redaction import Redactor
+from .domain.validation import ValidationLimits
+from .plan_service import PlanService
 from .settings import PlannerSettings
 from .store import PlanStore
+from .store.catalogs import CatalogStore
 
 _log = structlog.get_logger("planexec.planner")
 
@@ -39,10 +50,50 @@ def create_app(settings: PlannerSettings) -> FastAPI:
         app.state.engine = engine
         app.state.key_store = ApiKeyStore(engine)
         app.state.plan_store = PlanStore(engine)
-        _log.info("planner_ready", docs=f"http://{settings.host}:{settings.port}/docs")
+        catalog = CatalogService(
+            CatalogStore(engine),
+            url=settings.catalog_url,
+            file=settings.catalog_file,
+            api_key=(
+                settings.service_api_key.get_secret_value() if settings.service_api_key else None
+            ),
+        )
+        app.state.catalog = catalog
+        policy_dirs = [DEFAULT_POLICY_DIR] + ([settings.policy_dir] if settings.policy_dir else [])
+        policy = PolicyEngine(policy_dirs)
+        app.state.plan_service = PlanService(
+            store=app.state.plan_store,
+            catalog=catalog,
+            policy=policy,
+            backends=build_backends(settings),
+            default_backend=settings.default_backend,
+            signing_key=settings.signing_key_bytes,
+            redactor=Redactor(settings.redact_patterns),
+            limits=ValidationLimits(
+                max_steps=settings.max_steps, max_depth=settings.max_plan_depth
+            ),
+            max_repairs=settings.max_repairs,
+            max_intent_bytes=settings.max_intent_bytes,
+            max_json_depth=settings.max_json_depth,
+            cache_ttl_s=settings.cache_ttl_s,
+        )
+        refresher = None
+        try:
+            await catalog.refresh()
+        except CatalogUnavailableError as exc:
+            _log.warning("catalog_unavailable", error=str(exc))
+        if settings.catalog_url:
+            refresher = asyncio.create_task(catalog.run_refresh_loop(settings.catalog_refresh_s))
+        _log.info(
+            "planner_ready",
+            docs=f"http://{settings.host}:{settings.port}/docs",
+            policy_version=policy.policy_version,
+        )
         try:
             yield
         finally:
+            if refresher is not None:
+                refresher.cancel()
             await engine.dispose()
 
     app = FastAPI(
@@ -59,8 +110,30 @@ def create_app(settings: PlannerSettings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(plans.router)
+    app.include_router(catalog_api.router)
     _document_problem_schema(app)
     return app
+
+
+def build_backends(settings: PlannerSettings) -> dict[str, PlannerBackend]:
+    """The configured backends.
+
+    ``template`` and ``draft`` always; ``openai`` when an LLM server or key is configured.
+    """
+    backends: dict[str, PlannerBackend] = {
+        "template": TemplateBackend(settings.templates_dir),
+        "draft": DraftBackend(),
+    }
+    if settings.llm_base_url or settings.llm_api_key:
+        backends["openai"] = OpenAIBackend(
+            base_url=settings.llm_base_url or "https://api.openai.com/v1",
+            api_key=(settings.llm_api_key.get_secret_value() if settings.llm_api_key else "unused"),
+            model=settings.llm_model,
+            timeout_s=settings.llm_timeout_s,
+            seed=settings.llm_seed,
+            catalog_token_budget=settings.llm_prompt_token_budget,
+        )
+    return backends
 
 
 def _document_problem_schema(app: FastAPI) -> None:

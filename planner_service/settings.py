@@ -45,6 +45,8 @@ class PlannerSettings(CommonSettings):
     """Timeout of one model call, in seconds."""
     llm_prompt_token_budget: int = Field(default=6000, ge=500)
     """Token budget of the rendered catalog in the prompt (estimated as characters / 4)."""
+    redact_patterns: list[str] = Field(default_factory=list)
+    """Extra regular expressions of secrets removed from provenance before it is written."""
     max_repairs: int = Field(default=2, ge=0, le=10)
     """Default number of repair rounds after a failed generation."""
     cache_ttl_s: float = Field(default=3600.0, ge=0)

@@ -26,6 +26,7 @@ class IssueCode(StrEnum):
     UNSAFE_IN_SAFE_MODE = "unsafe_in_safe_mode"
     POLICY_ERROR = "policy_error"
     POLICY_DENIED = "policy_denied"
+    GENERATION_FAILED = "generation_failed"
 
 
 class ValidationIssue(ContractModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -15,6 +16,7 @@ from planner_service.settings import PlannerSettings
 from shared_schemas import Role
 
 from .pg import TestDatabases
+from .support.demo_catalog import demo_catalog
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +49,23 @@ class Keys:
     make: Callable[..., Awaitable[str]]
 
 
+@pytest.fixture(scope="session")
+def demo_catalog_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo tool catalog as a JSON file, the way a deployment without an executor sets it."""
+    path = tmp_path_factory.mktemp("catalog") / "demo_catalog.json"
+    path.write_text(demo_catalog().model_dump_json(), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
-async def planner_settings(db_url: str) -> PlannerSettings:
-    return PlannerSettings(database_url=db_url, env="test", signing_key="k" * 40, _env_file=None)
+async def planner_settings(db_url: str, demo_catalog_file: Path) -> PlannerSettings:
+    return PlannerSettings(
+        database_url=db_url,
+        env="test",
+        signing_key="k" * 40,
+        catalog_file=demo_catalog_file,
+        _env_file=None,
+    )
 
 
 @pytest.fixture

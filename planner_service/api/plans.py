@@ -1,105 +1,70 @@
-"""Plan routes: read plans and versions of the caller's tenant."""
+"""Plan routes: create, revise, read, list, provenance (issue 4 API)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from planexec.errors import (
     AuthenticationRequiredError,
+    ConflictError,
+    IdempotencyKeyReusedError,
+    LimitExceededError,
+    MalformedRequestError,
     NotFoundError,
+    PayloadTooLargeError,
     RequestValidationFailedError,
+    ServiceUnavailableError,
+    UnsupportedMediaTypeError,
 )
 from planexec.web import PrincipalDep, problem_responses
-from shared_schemas import Plan, PolicyDecision, Step, ValidationReport
+from shared_schemas import sha256_digest
 
-from ..store import PlanStore, StoredVersion
+from ..domain.parsing import loads_strict
+from ..plan_service import PlanInput, PlanOptions, PlanService, RevisionInput
+from ..store import PlanStore
+from .models import (
+    PlanCreate,
+    PlanOptionsIn,
+    PlanPage,
+    PlanSummaryPublic,
+    PlanVersionPublic,
+    Provenance,
+    RevisionCreate,
+    public_attempt,
+    public_version,
+)
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
 
-class PlanVersionPublic(BaseModel):
-    """A stored plan version as returned by the API."""
+async def strict_json_body(request: Request) -> Any:
+    """The request body parsed per RFC 8259 + I-JSON (RFC 7493).
 
-    plan_id: UUID
-    """Identity shared by every version of the plan."""
-    version: int
-    """Version number, 1 for the first."""
-    parent_version: int | None
-    """The version this one revises, or null."""
-    status: str
-    """``ready``, ``awaiting_approval`` or ``rejected``."""
-    content_hash: str
-    """``sha256:`` digest of the RFC 8785 canonical plan body."""
-    signature: str
-    """``hmac-sha256:`` signature of ``content_hash``."""
-    steps: list[Step]
-    """The plan's steps (``requires_approval`` set from policy)."""
-    validation: ValidationReport
-    """Static validation report."""
-    policy_decisions: list[PolicyDecision]
-    """One policy decision per step."""
-    cache_hit: bool
-    """True when the body was reused from an earlier identical request."""
-    provenance_url: str
-    """Where every generation attempt of this version is listed."""
-    created_at: datetime
-    """When the version was stored."""
-    plan: Plan
-    """The full signed plan, as the executor receives it."""
+    FastAPI's own parser accepts ``NaN``, ``Infinity``, duplicate keys (last wins) and
+    integers that lose precision; planexec refuses them instead of guessing.
+
+    Raises:
+        MalformedRequestError: the body is not JSON at all (400).
+        RequestValidationFailedError: the body is JSON that I-JSON forbids (422).
+    """
+    body = await request.body()
+    try:
+        return loads_strict(body)
+    except ValueError as exc:
+        if type(exc).__name__ == "JSONDecodeError":
+            raise MalformedRequestError(f"request body is not valid JSON: {exc}") from exc
+        raise RequestValidationFailedError(f"request body refused: {exc}") from exc
 
 
-class PlanSummaryPublic(BaseModel):
-    """A plan in a listing."""
-
-    plan_id: UUID
-    """Identity of the plan."""
-    latest_version: int
-    """Number of its latest version."""
-    status: str
-    """Status of the latest version."""
-    intent: str
-    """The intent of the plan."""
-    created_by: str
-    """Subject that created the plan."""
-    created_at: datetime
-    """When version 1 was stored."""
-    updated_at: datetime
-    """When the latest version was stored."""
+StrictBody = Annotated[Any, Depends(strict_json_body)]
 
 
-class PlanPage(BaseModel):
-    """One page of a plan listing."""
-
-    items: list[PlanSummaryPublic]
-    """Plans, newest first."""
-    next_cursor: str | None = Field(default=None)
-    """Pass as ``cursor`` to get the next page; null on the last page."""
-
-
-def public_version(stored: StoredVersion) -> PlanVersionPublic:
-    """Map a stored version to its API shape."""
-    plan = stored.plan
-    assert plan.content_hash is not None and plan.signature is not None
-    return PlanVersionPublic(
-        plan_id=plan.plan_id,
-        version=plan.version,
-        parent_version=plan.parent_version,
-        status=stored.status,
-        content_hash=plan.content_hash,
-        signature=plan.signature,
-        steps=plan.steps,
-        validation=stored.validation,
-        policy_decisions=stored.policy_decisions,
-        cache_hit=stored.cache_hit,
-        provenance_url=f"/v1/plans/{plan.plan_id}/versions/{plan.version}/provenance",
-        created_at=stored.created_at,
-        plan=plan,
-    )
+def _service(request: Request) -> PlanService:
+    service: PlanService = request.app.state.plan_service
+    return service
 
 
 def _store(request: Request) -> PlanStore:
@@ -107,7 +72,100 @@ def _store(request: Request) -> PlanStore:
     return store
 
 
+def _options(options: PlanOptionsIn) -> PlanOptions:
+    return PlanOptions(**options.model_dump())
+
+
 _READ_ERRORS = problem_responses(AuthenticationRequiredError, NotFoundError)
+_WRITE_ERRORS = problem_responses(
+    MalformedRequestError,
+    AuthenticationRequiredError,
+    NotFoundError,
+    IdempotencyKeyReusedError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    LimitExceededError,
+    ServiceUnavailableError,
+)
+
+
+@router.post(
+    "",
+    operation_id="createPlan",
+    status_code=status.HTTP_201_CREATED,
+    responses=_WRITE_ERRORS,
+)
+async def create_plan(
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    body: PlanCreate,
+    _raw: StrictBody,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Repeat a request safely (draft-ietf-httpapi-idempotency-key-header)",
+        ),
+    ] = None,
+) -> PlanVersionPublic:
+    """Turn an intent (or a draft) into a validated, policy-checked, signed plan version.
+
+    The plan is stored whatever the outcome: ``status`` is ``ready`` or ``rejected`` and the
+    validation report and policy decisions say why. The same ``Idempotency-Key`` with the
+    same body returns the same plan; with a different body, 409.
+    """
+    request_input = PlanInput(
+        intent=body.intent,
+        context=body.context,
+        backend=body.backend,
+        draft=body.draft,
+        options=_options(body.options),
+        # Hash the request after defaults are applied: {"intent": x} and
+        # {"intent": x, "context": {}} are the same request.
+        request_hash=sha256_digest(body.model_dump(mode="json")),
+    )
+    stored, replayed = await _service(request).create(principal, request_input, idempotency_key)
+    response.headers["Location"] = f"/v1/plans/{stored.plan.plan_id}/versions/{stored.plan.version}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return public_version(stored)
+
+
+@router.post(
+    "/{plan_id}/revisions",
+    operation_id="revisePlan",
+    status_code=status.HTTP_201_CREATED,
+    responses=_WRITE_ERRORS | problem_responses(ConflictError),
+)
+async def revise_plan(
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    plan_id: UUID,
+    body: RevisionCreate,
+    _raw: StrictBody,
+) -> PlanVersionPublic:
+    """Make version n+1 from a person's edits (``draft``) or a failure (``failure_context``).
+
+    The new version is validated and checked against policy again; a failure-driven revision
+    that adds a side-effecting call marks it ``require_approval``.
+    """
+    stored = await _service(request).revise(
+        principal,
+        plan_id,
+        RevisionInput(
+            base_version=body.base_version,
+            draft=body.draft,
+            failure_context=body.failure_context,
+            backend=body.backend,
+            options=None if body.options is None else _options(body.options),
+        ),
+    )
+    response.headers["Location"] = f"/v1/plans/{plan_id}/versions/{stored.plan.version}"
+    return public_version(stored)
 
 
 @router.get(
@@ -118,7 +176,7 @@ _READ_ERRORS = problem_responses(AuthenticationRequiredError, NotFoundError)
 async def list_plans(
     request: Request,
     principal: PrincipalDep,
-    status: Annotated[str | None, Query(pattern="^(ready|awaiting_approval|rejected)$")] = None,
+    status: Annotated[str | None, Query(pattern="^(ready|rejected)$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> PlanPage:
@@ -152,3 +210,26 @@ async def get_plan_version(
     if stored is None:
         raise NotFoundError(f"plan {plan_id} version {version} not found")
     return public_version(stored)
+
+
+@router.get(
+    "/{plan_id}/versions/{version}/provenance",
+    operation_id="getPlanProvenance",
+    responses=_READ_ERRORS,
+)
+async def get_provenance(
+    request: Request, principal: PrincipalDep, plan_id: UUID, version: int
+) -> Provenance:
+    """Every generation attempt of a version: prompt, model, raw response, tokens, latency."""
+    store = _store(request)
+    stored = await store.get_version(principal.tenant, plan_id, version)
+    if stored is None:
+        raise NotFoundError(f"plan {plan_id} version {version} not found")
+    attempts = await store.list_attempts(principal.tenant, plan_id, version)
+    return Provenance(
+        plan_id=plan_id,
+        version=version,
+        cache_hit=stored.cache_hit,
+        cached_from=stored.cached_from,
+        attempts=[public_attempt(a) for a in attempts],
+    )

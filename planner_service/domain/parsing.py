@@ -7,6 +7,7 @@ No best-effort guessing: malformed JSON, duplicate keys, ``NaN``/``Infinity`` an
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,14 +36,40 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
 
 
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer I-JSON (RFC 7493 §2.2) allows; larger ones lose precision in IEEE doubles."""
+
+
+def _i_json_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise ValueError(f"integer {text} is outside the I-JSON range ±(2**53 - 1) (RFC 7493)")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} overflows an IEEE 754 double (RFC 7493 §2.2)")
+    return value
+
+
 def loads_strict(text: str | bytes) -> Any:
-    """Parse JSON per RFC 8259, refusing duplicate keys, ``NaN`` and ``Infinity``.
+    """Parse JSON per RFC 8259 and I-JSON (RFC 7493).
+
+    Refuses duplicate keys, ``NaN``/``Infinity``, integers beyond ±(2**53 - 1) and numbers
+    that overflow a double, instead of guessing or rounding.
 
     Raises:
-        ValueError: with the position of the first problem.
-
+        ValueError: naming the first problem (``json.JSONDecodeError`` gives its position).
     """
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    return json.loads(
+        text,
+        object_pairs_hook=_no_duplicates,
+        parse_constant=_no_constant,
+        parse_int=_i_json_int,
+        parse_float=_finite_float,
+    )
 
 
 def pointer(loc: tuple[int | str, ...]) -> str:

@@ -34,9 +34,7 @@ async def _store_plan(planner: httpx2.AsyncClient, tenant: str) -> uuid.UUID:
         intent="what time is it in Paris",
         tenant=tenant,
         created_by=f"{tenant}-user",
-        steps=[
-            Step(id="now", tool="time.get_current_time", args={"timezone": "Europe/Paris"})
-        ],
+        steps=[Step(id="now", tool="time.get_current_time", args={"timezone": "Europe/Paris"})],
         catalog_version="sha256:" + "a" * 64,
         policy_version="sha256:" + "b" * 64,
         planner=PlannerInfo(backend="draft"),
@@ -64,22 +62,32 @@ async def test_healthz_answers_without_a_key(planner: httpx2.AsyncClient) -> Non
 async def test_missing_and_wrong_keys_are_401(planner: httpx2.AsyncClient, keys: Keys) -> None:
     assert_problem(await planner.get("/v1/plans"), 401, "unauthenticated")
     wrong = keys.acme_submitter[:-4] + "AAAA"
-    assert_problem(await planner.get("/v1/plans", headers={"X-API-Key": wrong}), 401, "unauthenticated")
-    assert_problem(await planner.get("/v1/plans", headers={"X-API-Key": "not-a-key"}), 401, "unauthenticated")
+    assert_problem(
+        await planner.get("/v1/plans", headers={"X-API-Key": wrong}), 401, "unauthenticated"
+    )
+    assert_problem(
+        await planner.get("/v1/plans", headers={"X-API-Key": "not-a-key"}), 401, "unauthenticated"
+    )
     ok = await planner.get("/v1/plans", headers={"X-API-Key": keys.acme_submitter})
     assert ok.status_code == 200
 
 
 async def test_revoked_key_is_401(planner: httpx2.AsyncClient, keys: Keys) -> None:
     key_id = keys.acme_submitter.split("_")[1]
-    assert (await planner.get("/v1/plans", headers={"X-API-Key": keys.acme_submitter})).status_code == 200
+    assert (
+        await planner.get("/v1/plans", headers={"X-API-Key": keys.acme_submitter})
+    ).status_code == 200
     assert await planner.app.state.key_store.revoke(key_id)  # type: ignore[attr-defined]
     assert_problem(
-        await planner.get("/v1/plans", headers={"X-API-Key": keys.acme_submitter}), 401, "unauthenticated"
+        await planner.get("/v1/plans", headers={"X-API-Key": keys.acme_submitter}),
+        401,
+        "unauthenticated",
     )
 
 
-async def test_own_plan_is_visible_another_tenants_is_404(planner: httpx2.AsyncClient, keys: Keys) -> None:
+async def test_own_plan_is_visible_another_tenants_is_404(
+    planner: httpx2.AsyncClient, keys: Keys
+) -> None:
     plan_id = await _store_plan(planner, "acme")
     own = await planner.get(f"/v1/plans/{plan_id}", headers={"X-API-Key": keys.acme_submitter})
     assert own.status_code == 200
@@ -91,7 +99,9 @@ async def test_own_plan_is_visible_another_tenants_is_404(planner: httpx2.AsyncC
 
     other = {"X-API-Key": keys.globex_submitter}
     assert_problem(await planner.get(f"/v1/plans/{plan_id}", headers=other), 404, "not-found")
-    assert_problem(await planner.get(f"/v1/plans/{plan_id}/versions/1", headers=other), 404, "not-found")
+    assert_problem(
+        await planner.get(f"/v1/plans/{plan_id}/versions/1", headers=other), 404, "not-found"
+    )
     listing = await planner.get("/v1/plans", headers=other)
     assert listing.json()["items"] == []
     own_listing = await planner.get("/v1/plans", headers={"X-API-Key": keys.acme_submitter})
@@ -100,10 +110,14 @@ async def test_own_plan_is_visible_another_tenants_is_404(planner: httpx2.AsyncC
 
 async def test_unknown_plan_route_and_method(planner: httpx2.AsyncClient, keys: Keys) -> None:
     headers = {"X-API-Key": keys.acme_submitter}
-    assert_problem(await planner.get(f"/v1/plans/{uuid.uuid4()}", headers=headers), 404, "not-found")
+    assert_problem(
+        await planner.get(f"/v1/plans/{uuid.uuid4()}", headers=headers), 404, "not-found"
+    )
     assert_problem(await planner.get("/v1/nothing-here", headers=headers), 404, "not-found")
     assert_problem(await planner.delete("/v1/healthz", headers=headers), 405, "method-not-allowed")
-    body = assert_problem(await planner.get("/v1/plans/not-a-uuid", headers=headers), 422, "validation-error")
+    body = assert_problem(
+        await planner.get("/v1/plans/not-a-uuid", headers=headers), 422, "validation-error"
+    )
     assert body["errors"]
 
 
