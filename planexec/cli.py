@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import Sequence
 
@@ -51,6 +52,21 @@ def cmd_planner(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, json=settings.log_json)
     if args.migrate:
         upgrade(database_url_for(settings))
+    if args.workers > 1:
+        # Worker processes rebuild the settings from the environment.
+        os.environ["PLANEXEC_HOST"] = settings.host
+        os.environ["PLANEXEC_PORT"] = str(settings.port)
+        uvicorn.run(
+            "planner_service.asgi:create_app_from_env",
+            factory=True,
+            workers=args.workers,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+        return 0
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -119,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     planner.add_argument("--host", help="interface to listen on (PLANEXEC_HOST)")
     planner.add_argument("--port", type=int, help="port to listen on (PLANEXEC_PORT)")
     planner.add_argument("--migrate", action="store_true", help="migrate the database first")
+    planner.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     planner.set_defaults(func=cmd_planner)
 
     migrate = sub.add_parser("migrate", help="upgrade the database schemas to head")

@@ -11,7 +11,8 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding=
 
 
 def test_readme_lists_every_problem_type_with_its_status() -> None:
-    listed = dict(re.findall(r"\| `(https://planexec\.dev/problems/[a-z-]+)` \| (\d{3}) \|", README))
+    row = r"\| `(https://planexec\.dev/problems/[a-z-]+)` \| (\d{3}) \|"
+    listed = dict(re.findall(row, README))
     expected = {err.type_uri(): str(err.status) for err in ERROR_TYPES}
     assert listed == expected
 
