@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 PACKAGES := shared_schemas planexec planner_service migrations
 PORT ?= 8100
 
-.PHONY: run test lint typecheck schemas migrate clean-data help
+.PHONY: run test lint typecheck schemas migrate bench clean-data help
 
 help:
 	@echo "make run      start the planner on the embedded Postgres (docs at http://127.0.0.1:$(PORT)/docs)"
 	@echo "make test     lint, type-check and run the test suite against real Postgres"
 	@echo "make schemas  re-export shared_schemas/jsonschema/*.json from the models"
 	@echo "make lint     ruff check + format check"
+	@echo "make bench    benchmarks -> bench/results.json"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,11 @@ schemas: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make bench needs wrk (Debian package 'wrk')"; exit 1; }
+	$(BIN)/python -m bench.run
 
 clean-data:
 	rm -rf .data

@@ -40,6 +40,8 @@ class CommonSettings(BaseSettings):
     """HMAC-SHA256 key that signs plan content hashes (at least 32 bytes outside dev)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     """Largest accepted request body, in bytes; larger bodies get 413."""
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
+    """How long a verified API key is remembered per process, in seconds (0 = never)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Minimum level of structured log lines."""
     log_json: bool = True

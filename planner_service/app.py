@@ -48,7 +48,7 @@ def create_app(settings: PlannerSettings) -> FastAPI:
             url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
         )
         app.state.engine = engine
-        app.state.key_store = ApiKeyStore(engine)
+        app.state.key_store = ApiKeyStore(engine, cache_ttl_s=settings.auth_cache_ttl_s)
         app.state.plan_store = PlanStore(engine)
         catalog = CatalogService(
             CatalogStore(engine),

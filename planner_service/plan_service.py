@@ -305,15 +305,14 @@ class PlanService:
                 ),
             }
         )
-        if not await self._store.create_version(new):
+        stored = await self._store.create_version(new)
+        if stored is None:
             # A concurrent request with the same Idempotency-Key won the race.
             assert idempotency_key is not None
             replay = await self._replay(principal.tenant, idempotency_key, request.request_hash)
             if replay is None:
                 raise ConflictError("a concurrent request is creating this plan; retry")
             return replay, True
-        stored = await self._store.get_version(plan.tenant, plan.plan_id, plan.version)
-        assert stored is not None
         _log.info(
             "plan_created",
             plan_id=str(plan.plan_id),
@@ -390,10 +389,9 @@ class PlanService:
         if request.failure_context is not None:
             options_record = {**new.options, "failure_context": request.failure_context}
             new = NewVersion(**{**vars(new), "options": options_record})
-        if not await self._store.create_version(new):
+        stored = await self._store.create_version(new)
+        if stored is None:
             raise ConflictError(f"plan {plan_id} was revised concurrently; retry")
-        stored = await self._store.get_version(plan.tenant, plan.plan_id, plan.version)
-        assert stored is not None
         return stored
 
     async def _replay(self, tenant: str, key: str, request_hash: str) -> StoredVersion | None:

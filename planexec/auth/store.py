@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,10 +30,18 @@ class KeyInfo:
 
 
 class ApiKeyStore:
-    """Creates, lists, revokes and verifies API keys."""
+    """Creates, lists, revokes and verifies API keys.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    Verified keys are remembered for ``cache_ttl_s`` seconds (keyed by key id and the digest
+    of the presented secret), so a revocation made by another process takes effect within
+    that time; one made through this store takes effect at once.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, cache_ttl_s: float = 5.0) -> None:
         self._engine = engine
+        self._auto = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._cache_ttl_s = cache_ttl_s
+        self._cache: dict[tuple[str, str], tuple[float, Principal]] = {}
 
     async def create(
         self,
@@ -77,7 +86,11 @@ class ApiKeyStore:
         parsed = parse_key(token)
         if parsed is None:
             return None
-        async with self._engine.connect() as conn:
+        presented = digest_secret(parsed.secret)
+        cached = self._cache.get((parsed.key_id, presented))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        async with self._auto.connect() as conn:
             row = (
                 await conn.execute(
                     text(
@@ -87,17 +100,27 @@ class ApiKeyStore:
                     {"key_id": parsed.key_id},
                 )
             ).first()
-        if row is None or not hmac.compare_digest(digest_secret(parsed.secret), row.digest):
+        if row is None or not hmac.compare_digest(presented, row.digest):
             return None
-        return Principal(
+        principal = Principal(
             tenant=row.tenant,
             subject=row.subject,
             roles=frozenset(Role(r) for r in row.roles),
             scopes=frozenset(row.scopes),
         )
+        if self._cache_ttl_s > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[(parsed.key_id, presented)] = (
+                time.monotonic() + self._cache_ttl_s,
+                principal,
+            )
+        return principal
 
     async def revoke(self, key_id: str) -> bool:
         """Revoke a key; True when a live key was revoked."""
+        for cached in [k for k in self._cache if k[0] == key_id]:
+            del self._cache[cached]
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 text(

@@ -39,11 +39,15 @@ def database_url_for(settings: CommonSettings) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 5) -> AsyncEngine:
-    """Create the process's async engine; connections are checked before use (``pre_ping``)."""
+    """Create the process's async engine.
+
+    No ``pool_pre_ping``: it costs a round trip per checkout. A connection broken by a server
+    restart raises a disconnect error instead, which invalidates the pool, and the request
+    fails with a retryable 503.
+    """
     return create_async_engine(
         to_asyncpg_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )

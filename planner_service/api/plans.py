@@ -24,7 +24,7 @@ from shared_schemas import sha256_digest
 
 from ..domain.parsing import loads_strict
 from ..plan_service import PlanInput, PlanOptions, PlanService, RevisionInput
-from ..store import PlanStore
+from ..store import PlanStore, StoredVersion
 from .models import (
     PlanCreate,
     PlanOptionsIn,
@@ -76,6 +76,20 @@ def _options(options: PlanOptionsIn) -> PlanOptions:
     return PlanOptions(**options.model_dump())
 
 
+def _created(stored: StoredVersion, *, replayed: bool = False) -> Response:
+    """201 with the version serialised once by pydantic (no second validation pass)."""
+    plan = stored.plan
+    headers = {"Location": f"/v1/plans/{plan.plan_id}/versions/{plan.version}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        content=public_version(stored).model_dump_json(),
+        status_code=status.HTTP_201_CREATED,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
 _READ_ERRORS = problem_responses(AuthenticationRequiredError, NotFoundError)
 _WRITE_ERRORS = problem_responses(
     MalformedRequestError,
@@ -93,11 +107,11 @@ _WRITE_ERRORS = problem_responses(
     "",
     operation_id="createPlan",
     status_code=status.HTTP_201_CREATED,
+    response_model=PlanVersionPublic,
     responses=_WRITE_ERRORS,
 )
 async def create_plan(
     request: Request,
-    response: Response,
     principal: PrincipalDep,
     body: PlanCreate,
     _raw: StrictBody,
@@ -110,7 +124,7 @@ async def create_plan(
             description="Repeat a request safely (draft-ietf-httpapi-idempotency-key-header)",
         ),
     ] = None,
-) -> PlanVersionPublic:
+) -> Response:
     """Turn an intent (or a draft) into a validated, policy-checked, signed plan version.
 
     The plan is stored whatever the outcome: ``status`` is ``ready`` or ``rejected`` and the
@@ -125,29 +139,28 @@ async def create_plan(
         options=_options(body.options),
         # Hash the request after defaults are applied: {"intent": x} and
         # {"intent": x, "context": {}} are the same request.
-        request_hash=sha256_digest(body.model_dump(mode="json")),
+        request_hash=(
+            sha256_digest(body.model_dump(mode="json")) if idempotency_key is not None else ""
+        ),
     )
     stored, replayed = await _service(request).create(principal, request_input, idempotency_key)
-    response.headers["Location"] = f"/v1/plans/{stored.plan.plan_id}/versions/{stored.plan.version}"
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return public_version(stored)
+    return _created(stored, replayed=replayed)
 
 
 @router.post(
     "/{plan_id}/revisions",
     operation_id="revisePlan",
     status_code=status.HTTP_201_CREATED,
+    response_model=PlanVersionPublic,
     responses=_WRITE_ERRORS | problem_responses(ConflictError),
 )
 async def revise_plan(
     request: Request,
-    response: Response,
     principal: PrincipalDep,
     plan_id: UUID,
     body: RevisionCreate,
     _raw: StrictBody,
-) -> PlanVersionPublic:
+) -> Response:
     """Make version n+1 from a person's edits (``draft``) or a failure (``failure_context``).
 
     The new version is validated and checked against policy again; a failure-driven revision
@@ -164,8 +177,7 @@ async def revise_plan(
             options=None if body.options is None else _options(body.options),
         ),
     )
-    response.headers["Location"] = f"/v1/plans/{plan_id}/versions/{stored.plan.version}"
-    return public_version(stored)
+    return _created(stored)
 
 
 @router.get(

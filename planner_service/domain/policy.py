@@ -118,6 +118,7 @@ class PolicyEngine:
         """
         self.schema_path = Path(schema_path)
         """Path of the Cedar schema the policies are validated against."""
+        self._memo: dict[tuple[Any, ...], _Outcome] = {}
         self._schema = _load_schema(self.schema_path)
         files: list[PolicyFile] = []
         policies: dict[str, dict[str, Any]] = {}
@@ -149,6 +150,10 @@ class PolicyEngine:
             self._policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
         except ValueError as exc:  # pragma: no cover - every file parsed on its own above
             raise PolicyLoadError(f"policy set does not load: {exc}") from exc
+
+    def clear_memo(self) -> None:
+        """Forget memoised Cedar answers (benchmarks measure cold evaluations with it)."""
+        self._memo.clear()
 
     def validate(self) -> list[str]:
         """Validate every loaded file against the schema with Cedar's strict validator.
@@ -204,9 +209,12 @@ class PolicyEngine:
         requests: list[dict[str, Any]] = []
         # Cedar's answer is a pure function of request and entities, so steps that agree on
         # the tool and on the context attributes the policies read share one pair of
-        # requests: 1,000 steps over a few tools cost a few requests, not 2,000.
-        pair_of_key: dict[tuple[str, str | None, tuple[str, ...] | None], int] = {}
-        slots: list[int | str] = []  # per step: index of its request pair, or an error
+        # requests: 1,000 steps over a few tools cost a few requests, not 2,000. Across calls
+        # the same holds, so answers are memoised (only when no caller context is given).
+        memo = self._memo if not extra else None
+        pair_of_key: dict[tuple[Any, ...], int] = {}
+        slots: list[int | str | _Outcome] = []  # per step: request pair, error, or answer
+        pending: dict[int, tuple[Any, ...]] = {}
         for step in steps:
             tool = tools.get(step.tool)
             if tool is None:
@@ -218,12 +226,17 @@ class PolicyEngine:
                 step.id if self._reads_step_id else None,
                 arg_keys if self._reads_arg_keys else None,
             )
+            memo_key = (principal, _tool_identity(tool), safe_mode, key)
+            if memo is not None and memo_key in memo:
+                slots.append(memo[memo_key])
+                continue
             pair = pair_of_key.get(key)
             if pair is None:
                 if step.tool not in seen_tools:
                     seen_tools.add(step.tool)
                     entities.append(_tool_entity(step.tool, tool))
                 pair = pair_of_key[key] = len(requests) // 2
+                pending[pair] = memo_key
                 step_context = {
                     **extra,
                     "safe_mode": safe_mode,
@@ -242,24 +255,12 @@ class PolicyEngine:
                 )
             slots.append(pair)
         outcomes = self._authorize(requests, entities) if requests else []
-        decisions: list[PolicyDecision] = []
-        for step, slot in zip(steps, slots, strict=True):
-            if isinstance(slot, str):
-                decisions.append(_deny_with(step, slot))
-            elif isinstance(outcomes, str):
-                decisions.append(_deny_with(step, outcomes))
-            else:
-                decision, rule_ids, errors = outcomes[slot]
-                decisions.append(
-                    PolicyDecision(
-                        step_id=step.id,
-                        tool=step.tool,
-                        decision=decision,
-                        rule_ids=list(rule_ids),
-                        errors=list(errors),
-                    )
-                )
-        return decisions
+        if memo is not None and not isinstance(outcomes, str):
+            if len(memo) > _MEMO_SIZE:
+                memo.clear()
+            for pair, memo_key in pending.items():
+                memo[memo_key] = outcomes[pair]
+        return _decisions(steps, slots, outcomes)
 
     def _authorize(
         self, requests: list[dict[str, Any]], entities: list[dict[str, Any]]
@@ -273,6 +274,51 @@ class PolicyEngine:
         except Exception as exc:  # any failure must fail closed and be reported
             return _clip(f"policy evaluation failed: {type(exc).__name__}: {exc}")
         return [_outcome(results[i], results[i + 1]) for i in range(0, len(results), 2)]
+
+
+_MEMO_SIZE = 16_384
+"""Most memoised Cedar answers an engine keeps before it starts over."""
+
+
+def _decisions(
+    steps: Sequence[Step], slots: list[int | str | _Outcome], outcomes: list[_Outcome] | str
+) -> list[PolicyDecision]:
+    """One decision per step from its slot: a request pair, an error, or a memoised answer."""
+    decisions: list[PolicyDecision] = []
+    for step, slot in zip(steps, slots, strict=True):
+        if isinstance(slot, str):
+            decisions.append(_deny_with(step, slot))
+            continue
+        if isinstance(slot, int):
+            if isinstance(outcomes, str):
+                decisions.append(_deny_with(step, outcomes))
+                continue
+            answer = outcomes[slot]
+        else:
+            answer = slot
+        decision, rule_ids, errors = answer
+        decisions.append(
+            PolicyDecision(
+                step_id=step.id,
+                tool=step.tool,
+                decision=decision,
+                rule_ids=list(rule_ids),
+                errors=list(errors),
+            )
+        )
+    return decisions
+
+
+def _tool_identity(tool: ToolSpec) -> tuple[Any, ...]:
+    """What the tool entity is built from; equal identities give equal Cedar entities."""
+    return (
+        tool.name,
+        tool.version,
+        tool.side_effect,
+        tool.idempotent,
+        tuple(tool.required_scopes),
+        tool.cost_usd,
+    )
 
 
 def _load_schema(path: Path) -> cedarpy.Schema:

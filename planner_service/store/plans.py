@@ -128,11 +128,93 @@ def _stored(row: Any) -> StoredVersion:
     )
 
 
+_INSERT_NEW_PLAN = """
+WITH plan AS (
+    INSERT INTO planner.plans (tenant, plan_id, latest_version, status, intent, created_by)
+    VALUES (:tenant, :plan_id, 1, :status, :intent, :created_by)
+    RETURNING tenant
+), version AS (
+    INSERT INTO planner.plan_versions (tenant, plan_id, version, status, body, content_hash,
+        signature, validation, policy_decisions, options, cache_hit, cached_from)
+    SELECT plan.tenant, CAST(:plan_id AS uuid), 1, CAST(:status AS text), CAST(:body AS jsonb),
+        CAST(:hash AS text), CAST(:signature AS text), CAST(:validation AS jsonb),
+        CAST(:decisions AS jsonb), CAST(:options AS jsonb), CAST(:cache_hit AS boolean),
+        CAST(:cached_from AS jsonb)
+    FROM plan
+    RETURNING created_at
+), attempts AS (
+    INSERT INTO planner.generation_attempts (tenant, plan_id, version, attempt, backend, model,
+        prompt_version, messages, parameters, raw_response, input_tokens, output_tokens,
+        latency_s, error, issues, cache_hit)
+    SELECT CAST(:tenant AS text), CAST(:plan_id AS uuid), 1, a.attempt, a.backend, a.model,
+        a.prompt_version, a.messages, a.parameters, a.raw_response, a.input_tokens,
+        a.output_tokens, a.latency_s, a.error, a.issues, a.cache_hit
+    FROM version, jsonb_to_recordset(CAST(:attempts AS jsonb)) AS a(attempt integer,
+        backend text, model text, prompt_version text, messages jsonb, parameters jsonb,
+        raw_response text, input_tokens integer, output_tokens integer,
+        latency_s double precision, error text, issues jsonb, cache_hit boolean)
+    RETURNING 1
+), cache AS (
+    INSERT INTO planner.plan_cache (tenant, cache_key, plan_id, version, expires_at)
+    SELECT CAST(:tenant AS text), CAST(:cache_key AS text), CAST(:plan_id AS uuid), 1,
+        now() + make_interval(secs => CAST(:ttl AS double precision))
+    FROM version WHERE CAST(:cache_key AS text) IS NOT NULL
+    ON CONFLICT (tenant, cache_key) DO UPDATE SET plan_id = EXCLUDED.plan_id,
+        version = EXCLUDED.version, expires_at = EXCLUDED.expires_at
+    RETURNING 1
+)
+SELECT created_at FROM version
+"""
+
+
+def _attempt_row(number: int, a: NewAttempt) -> dict[str, Any]:
+    return {
+        "attempt": number,
+        "backend": a.backend,
+        "model": a.model,
+        "prompt_version": a.prompt_version,
+        "messages": a.messages,
+        "parameters": a.parameters,
+        "raw_response": a.raw_response,
+        "input_tokens": a.input_tokens,
+        "output_tokens": a.output_tokens,
+        "latency_s": a.latency_s,
+        "error": a.error,
+        "issues": a.issues,
+        "cache_hit": a.cache_hit,
+    }
+
+
+def _new_plan_params(new: NewVersion) -> dict[str, Any]:
+    plan = new.plan
+    cache_key, ttl = new.cache_entry if new.cache_entry is not None else (None, 0.0)
+    return {
+        "tenant": plan.tenant,
+        "plan_id": plan.plan_id,
+        "status": new.status,
+        "intent": plan.intent,
+        "created_by": plan.created_by,
+        "body": plan.model_dump_json(),
+        "hash": plan.content_hash,
+        "signature": plan.signature,
+        "validation": new.validation.model_dump_json(),
+        "decisions": json.dumps([d.model_dump(mode="json") for d in new.policy_decisions]),
+        "options": json.dumps(new.options),
+        "cache_hit": new.cache_hit,
+        "cached_from": None if new.cached_from is None else json.dumps(new.cached_from),
+        "attempts": json.dumps([_attempt_row(n, a) for n, a in enumerate(new.attempts, 1)]),
+        "cache_key": cache_key,
+        "ttl": ttl,
+    }
+
+
 class PlanStore:
     """Repository of plans; each public method is one transaction."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Single-statement reads and writes need no BEGIN/COMMIT round trips.
+        self._auto = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def get_version(
         self, tenant: str, plan_id: UUID, version: int | None = None
@@ -150,7 +232,7 @@ class PlanStore:
                 f"SELECT {_VERSION_COLUMNS} FROM planner.plan_versions v"
                 " WHERE tenant = :tenant AND plan_id = :plan_id AND version = :version"
             )
-        async with self._engine.connect() as conn:
+        async with self._auto.connect() as conn:
             row = (
                 await conn.execute(
                     text(sql), {"tenant": tenant, "plan_id": plan_id, "version": version}
@@ -178,7 +260,7 @@ class PlanStore:
             sql += " AND (created_at, plan_id) < (:after_at, :after_id)"
             params.update(after_at=after[0], after_id=after[1])
         sql += " ORDER BY created_at DESC, plan_id DESC LIMIT :limit"
-        async with self._engine.connect() as conn:
+        async with self._auto.connect() as conn:
             rows = (await conn.execute(text(sql), params)).all()
         items = [PlanSummary(*row) for row in rows[:limit]]
         next_cursor = (
@@ -195,7 +277,7 @@ class PlanStore:
             " WHERE tenant = :tenant AND plan_id = :plan_id AND version = :version"
             " ORDER BY attempt"
         )
-        async with self._engine.connect() as conn:
+        async with self._auto.connect() as conn:
             rows = (
                 await conn.execute(
                     text(sql), {"tenant": tenant, "plan_id": plan_id, "version": version}
@@ -209,7 +291,7 @@ class PlanStore:
             "SELECT request_hash, plan_id, version FROM planner.idempotency_keys"
             " WHERE tenant = :tenant AND key = :key"
         )
-        async with self._engine.connect() as conn:
+        async with self._auto.connect() as conn:
             row = (await conn.execute(text(sql), {"tenant": tenant, "key": key})).first()
         return None if row is None else (row.request_hash, row.plan_id, row.version)
 
@@ -221,27 +303,48 @@ class PlanStore:
             " ON v.tenant = c.tenant AND v.plan_id = c.plan_id AND v.version = c.version"
             " WHERE c.tenant = :tenant AND c.cache_key = :key AND c.expires_at > now()"
         )
-        async with self._engine.connect() as conn:
+        async with self._auto.connect() as conn:
             row = (await conn.execute(text(sql), {"tenant": tenant, "key": cache_key})).first()
         return None if row is None else _stored(row)
 
     async def latest_version_number(self, tenant: str, plan_id: UUID) -> int | None:
         """The latest version number of a plan of ``tenant``, or None."""
         sql = "SELECT latest_version FROM planner.plans WHERE tenant = :tenant AND plan_id = :id"
-        async with self._engine.connect() as conn:
+        async with self._auto.connect() as conn:
             value = await conn.scalar(text(sql), {"tenant": tenant, "id": plan_id})
         return None if value is None else int(value)
 
-    async def create_version(self, new: NewVersion) -> bool:
-        """Persist a version, its attempts, idempotency key and cache entry in one transaction.
+    async def create_version(self, new: NewVersion) -> StoredVersion | None:
+        """Persist a version, its attempts, idempotency key and cache entry atomically.
 
-        Returns False (and writes nothing) when the version number or the idempotency key is
-        already taken by a concurrent request; the caller then reads the winner.
+        A new plan without an idempotency key is written by one statement (data-modifying
+        CTEs), the other cases by one transaction.
+
+        Returns:
+            The stored version, or None (and nothing written) when the version number or the
+            idempotency key was taken by a concurrent request; the caller then reads the
+            winner.
         """
-        async with self._engine.begin() as conn:
-            return await self._insert(conn, new)
+        if new.idempotency is None and new.plan.version == 1:
+            async with self._auto.connect() as conn:
+                created_at = await conn.scalar(text(_INSERT_NEW_PLAN), _new_plan_params(new))
+        else:
+            async with self._engine.begin() as conn:
+                created_at = await self._insert(conn, new)
+        if created_at is None:
+            return None
+        return StoredVersion(
+            plan=new.plan,
+            status=new.status,
+            validation=new.validation,
+            policy_decisions=new.policy_decisions,
+            options=new.options,
+            cache_hit=new.cache_hit,
+            cached_from=new.cached_from,
+            created_at=created_at,
+        )
 
-    async def _insert(self, conn: AsyncConnection, new: NewVersion) -> bool:
+    async def _insert(self, conn: AsyncConnection, new: NewVersion) -> datetime | None:
         plan = new.plan
         key = {"tenant": plan.tenant, "plan_id": plan.plan_id, "version": plan.version}
         if new.idempotency is not None:
@@ -255,7 +358,7 @@ class PlanStore:
             )
             if not claimed.rowcount:
                 await conn.rollback()
-                return False
+                return None
         if plan.version == 1:
             await conn.execute(
                 text(
@@ -275,13 +378,14 @@ class PlanStore:
             )
             if not moved.rowcount:
                 await conn.rollback()
-                return False
-        await conn.execute(
+                return None
+        created_at = await conn.scalar(
             text(
                 "INSERT INTO planner.plan_versions (tenant, plan_id, version, status, body,"
                 " content_hash, signature, validation, policy_decisions, options, cache_hit,"
                 " cached_from) VALUES (:tenant, :plan_id, :version, :status, :body, :hash,"
                 " :signature, :validation, :decisions, :options, :cache_hit, :cached_from)"
+                " RETURNING created_at"
             ),
             {
                 **key,
@@ -337,4 +441,4 @@ class PlanStore:
                 ),
                 {**key, "cache_key": new.cache_entry[0], "ttl": new.cache_entry[1]},
             )
-        return True
+        return created_at  # type: ignore[no-any-return]

@@ -310,3 +310,18 @@ def test_policy_version_is_a_hash_of_the_files(tmp_path: Path) -> None:
     (renamed_dir / "u.cedar").write_text(rule, encoding="utf-8")
     renamed = PolicyEngine((DEFAULT_POLICY_DIR, renamed_dir))
     assert renamed.policy_version != first.policy_version
+
+
+def test_memoised_answers_depend_on_principal_tool_and_safe_mode() -> None:
+    engine = PolicyEngine()
+    scoped = principal(Role.SUBMITTER, scopes=frozenset({"git:write"}))
+    commit = [step("git.commit")]
+    for _ in range(2):  # the second round is answered from the memo
+        assert engine.evaluate(commit, TOOLS, scoped, safe_mode=False)[0].decision is Decision.ALLOW
+        [unscoped] = engine.evaluate(commit, TOOLS, SUBMITTER, safe_mode=False)
+        assert unscoped.decision is Decision.DENY
+        assert engine.evaluate(commit, TOOLS, scoped, safe_mode=True)[0].decision is Decision.DENY
+    destructive = TOOLS["git.commit"].model_copy(update={"side_effect": "destructive"})
+    changed = {**TOOLS, "git.commit": destructive}
+    [after] = engine.evaluate(commit, changed, scoped, safe_mode=False)
+    assert after.decision is not Decision.ALLOW  # a changed tool spec is not served from memo
