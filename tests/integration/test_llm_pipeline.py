@@ -203,3 +203,21 @@ async def test_model_server_down_is_a_retryable_503_and_nothing_is_stored(
     assert body["retryable"] is True
     listing = await planner_llm.get("/v1/plans", headers={"X-API-Key": keys.acme_submitter})
     assert listing.json()["items"] == []
+
+
+async def test_secrets_in_the_intent_are_redacted_from_provenance(
+    planner_llm: httpx2.AsyncClient, llm: ScriptedLLM, keys: Keys
+) -> None:
+    key = await keys.make("acme", "submitter", scopes=("webhook:post",))
+    secret = "sk-live-0123456789abcdefghijkl"
+    llm.script([wire([NOW, POST])])
+    response = await planner_llm.post(
+        "/v1/plans",
+        json={"intent": f"post the time using Authorization: Bearer {secret}"},
+        headers={"X-API-Key": key},
+    )
+    plan = response.json()
+    assert secret in json.dumps(llm.requests[0])  # the model did see the intent
+    attempts = await _attempts(planner_llm, key, plan)
+    assert secret not in json.dumps(attempts)
+    assert "[REDACTED]" in json.dumps(attempts[0]["messages"])
