@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := shared_schemas planexec planner_service migrations
+PACKAGES := shared_schemas planexec planner_service executor_service migrations
 PORT ?= 8100
 
 .PHONY: run test lint typecheck schemas migrate bench clean-data help

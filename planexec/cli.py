@@ -6,13 +6,18 @@ import argparse
 import asyncio
 import getpass
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from planexec.settings import CommonSettings
 from shared_schemas import Role
+
+if TYPE_CHECKING:
+    from executor_service.settings import ExecutorSettings
 
 
 def _common() -> CommonSettings:
@@ -78,6 +83,60 @@ def cmd_planner(args: argparse.Namespace) -> int:
     return 0
 
 
+def _executor_settings() -> ExecutorSettings:
+    from executor_service.settings import ExecutorSettings
+
+    try:
+        return ExecutorSettings()
+    except ValidationError as exc:
+        sys.exit(f"planexec: invalid settings: {exc}")
+
+
+def cmd_executor(args: argparse.Namespace) -> int:
+    """Serve the executor API with uvicorn."""
+    import uvicorn
+
+    from executor_service.app import create_app
+    from planexec.db import database_url_for, upgrade
+    from planexec.logging import configure_logging
+
+    settings = _executor_settings()
+    updates = {"executor_host": args.host, "executor_port": args.port}
+    settings = settings.model_copy(update={k: v for k, v in updates.items() if v})
+    configure_logging(settings.log_level, json=settings.log_json)
+    if args.migrate:
+        upgrade(database_url_for(settings))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.executor_host,
+        port=settings.executor_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a worker that leases and drives runs until SIGTERM."""
+    stopped_early: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: stopped_early.append(signum))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    from executor_service.worker_main import run_worker
+    from planexec.logging import configure_logging
+
+    settings = _executor_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    if stopped_early:
+        return 0  # asked to stop while importing: nothing was started
+    asyncio.run(run_worker(settings, concurrency=args.concurrency))
+    return 0
+
+
 async def _keys(args: argparse.Namespace) -> int:
     from planexec.auth import ApiKeyStore
     from planexec.db import create_engine, database_url_for
@@ -137,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     planner.add_argument("--migrate", action="store_true", help="migrate the database first")
     planner.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     planner.set_defaults(func=cmd_planner)
+
+    executor = sub.add_parser("executor", help="serve the executor API")
+    executor.add_argument("--host", help="interface to listen on (PLANEXEC_EXECUTOR_HOST)")
+    executor.add_argument("--port", type=int, help="port to listen on (PLANEXEC_EXECUTOR_PORT)")
+    executor.add_argument("--migrate", action="store_true", help="migrate the database first")
+    executor.set_defaults(func=cmd_executor)
+
+    worker = sub.add_parser("worker", help="lease and drive runs until SIGTERM")
+    worker.add_argument(
+        "--concurrency", type=int, help="runs driven at once (PLANEXEC_WORKER_CONCURRENCY)"
+    )
+    worker.set_defaults(func=cmd_worker)
 
     migrate = sub.add_parser("migrate", help="upgrade the database schemas to head")
     migrate.set_defaults(func=cmd_migrate)

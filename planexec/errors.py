@@ -131,6 +131,14 @@ class IdempotencyKeyReusedError(ConflictError):
     title = "Idempotency key reused"
 
 
+class PlanRefusedError(PlanexecError):
+    """The plan may not run here (hash, signature, schema id, catalog or status); see ``reason``."""
+
+    code = "plan-refused"
+    status = 422
+    title = "Plan refused"
+
+
 class ServiceUnavailableError(PlanexecError):
     """A dependency (database, model server, peer service) is unavailable; retry later."""
 
@@ -152,6 +160,7 @@ ERROR_TYPES: tuple[type[PlanexecError], ...] = (
     MethodNotAllowedError,
     ConflictError,
     IdempotencyKeyReusedError,
+    PlanRefusedError,
     ServiceUnavailableError,
     PlanexecError,
 )

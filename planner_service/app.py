@@ -11,11 +11,12 @@ from fastapi import FastAPI
 
 from planexec.auth import ApiKeyStore
 from planexec.db import create_engine, database_url_for
+from planexec.db.notify import Notifier
 from planexec.web import BodyLimitMiddleware, install_problem_handlers
-from shared_schemas import ProblemDetails
+from planexec.web.openapi import document_problem_schema
 
 from .api import catalog as catalog_api
-from .api import health, plans
+from .api import dispatch, health, plans
 from .backends.base import PlannerBackend
 from .backends.draft import DraftBackend
 from .backends.openai_backend import OpenAIBackend
@@ -28,6 +29,7 @@ from .plan_service import PlanService
 from .settings import PlannerSettings
 from .store import PlanStore
 from .store.catalogs import CatalogStore
+from .store.dispatch import DispatchStore
 
 _log = structlog.get_logger("planexec.planner")
 
@@ -77,6 +79,10 @@ def create_app(settings: PlannerSettings) -> FastAPI:
             max_json_depth=settings.max_json_depth,
             cache_ttl_s=settings.cache_ttl_s,
         )
+        app.state.dispatch_store = DispatchStore(engine)
+        notifier = Notifier(url, ["planexec_dispatch"])
+        await notifier.start()
+        app.state.notifier = notifier
         refresher = None
         try:
             await catalog.refresh()
@@ -94,6 +100,7 @@ def create_app(settings: PlannerSettings) -> FastAPI:
         finally:
             if refresher is not None:
                 refresher.cancel()
+            await notifier.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -111,7 +118,8 @@ def create_app(settings: PlannerSettings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(plans.router)
     app.include_router(catalog_api.router)
-    _document_problem_schema(app)
+    app.include_router(dispatch.router)
+    document_problem_schema(app)
     return app
 
 
@@ -134,20 +142,3 @@ def build_backends(settings: PlannerSettings) -> dict[str, PlannerBackend]:
             catalog_token_budget=settings.llm_prompt_token_budget,
         )
     return backends
-
-
-def _document_problem_schema(app: FastAPI) -> None:
-    """Add ``ProblemDetails`` to the OpenAPI components so error responses can reference it."""
-    original = app.openapi
-
-    def openapi() -> dict[str, object]:
-        if app.openapi_schema is None:
-            schema = original()
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components["ProblemDetails"] = ProblemDetails.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

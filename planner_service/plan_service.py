@@ -569,6 +569,7 @@ class PlanService:
         return NewVersion(
             plan=plan,
             status=status,
+            enqueue=options.execute and status == "ready",
             validation=outcome.report,
             policy_decisions=outcome.decisions,
             attempts=outcome.attempts,

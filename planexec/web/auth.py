@@ -38,6 +38,25 @@ PrincipalDep = Annotated[Principal, Depends(authenticate)]
 """The authenticated caller; declaring it makes a route require a valid key."""
 
 
+DISPATCH_SCOPE = "planexec:dispatch"
+"""Scope of the executor's service key: claim dispatched plans and read any tenant's plans."""
+
+
+def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that requires ``scope`` on the authenticated caller's key.
+
+    Raises:
+        ForbiddenError: when the key lacks the scope.
+    """
+
+    async def check(principal: PrincipalDep) -> Principal:
+        if scope not in principal.scopes:
+            raise ForbiddenError(f"the {scope} scope is required")
+        return principal
+
+    return check
+
+
 def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that requires ``role`` (or ``admin``) of the authenticated caller.
 

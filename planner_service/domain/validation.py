@@ -42,8 +42,7 @@ from jsonschema.exceptions import SchemaError, UnknownType, best_match
 from jsonschema.validators import extend
 
 from shared_schemas import IssueCode, SideEffect, ValidationIssue, ValidationReport
-
-from .refs import REF_KEY, Ref, iter_refs, join_pointer
+from shared_schemas.refs import REF_KEY, Ref, iter_refs, join_pointer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping

@@ -87,6 +87,8 @@ class NewVersion:
     """(key, request hash) to record with the version."""
     cache_entry: tuple[str, float] | None = None
     """(cache key, TTL in seconds) to record, when the body may be reused."""
+    enqueue: bool = False
+    """Put the version on the dispatch queue (a ``ready`` plan asked to execute)."""
 
 
 def _encode_cursor(created_at: datetime, plan_id: UUID) -> str:
@@ -162,8 +164,15 @@ WITH plan AS (
     ON CONFLICT (tenant, cache_key) DO UPDATE SET plan_id = EXCLUDED.plan_id,
         version = EXCLUDED.version, expires_at = EXCLUDED.expires_at
     RETURNING 1
+), dispatch AS (
+    INSERT INTO planner.dispatch (tenant, plan_id, version)
+    SELECT CAST(:tenant AS text), CAST(:plan_id AS uuid), 1
+    FROM version WHERE CAST(:enqueue AS boolean)
+    RETURNING 1
+), notified AS (
+    SELECT pg_notify('planexec_dispatch', '') FROM dispatch
 )
-SELECT created_at FROM version
+SELECT (SELECT created_at FROM version), (SELECT count(*) FROM notified)
 """
 
 
@@ -205,6 +214,7 @@ def _new_plan_params(new: NewVersion) -> dict[str, Any]:
         "attempts": json.dumps([_attempt_row(n, a) for n, a in enumerate(new.attempts, 1)]),
         "cache_key": cache_key,
         "ttl": ttl,
+        "enqueue": new.enqueue,
     }
 
 
@@ -441,4 +451,13 @@ class PlanStore:
                 ),
                 {**key, "cache_key": new.cache_entry[0], "ttl": new.cache_entry[1]},
             )
+        if new.enqueue:
+            await conn.execute(
+                text(
+                    "INSERT INTO planner.dispatch (tenant, plan_id, version)"
+                    " VALUES (:tenant, :plan_id, :version)"
+                ),
+                key,
+            )
+            await conn.execute(text("SELECT pg_notify('planexec_dispatch', '')"))
         return created_at  # type: ignore[no-any-return]

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from planner_service.domain.refs import (
+from planner_service.domain.validation import ValidationLimits, _compile, validate_plan
+from shared_schemas import IssueCode, PlanDraft, SideEffect, ToolSpec, ValidationReport
+from shared_schemas.refs import (
     PointerNotFoundError,
     Ref,
     RefSyntaxError,
@@ -16,8 +18,6 @@ from planner_service.domain.refs import (
     resolve_pointer,
     split_pointer,
 )
-from planner_service.domain.validation import ValidationLimits, _compile, validate_plan
-from shared_schemas import IssueCode, PlanDraft, SideEffect, ToolSpec, ValidationReport
 
 TOOLS = {
     t.name: t

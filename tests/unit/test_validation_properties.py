@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner_service.domain.refs import join_pointer, resolve_pointer
 from planner_service.domain.validation import ValidationLimits, validate_plan
 from shared_schemas import IssueCode, PlanDraft, SideEffect, ToolSpec, ValidationReport
+from shared_schemas.refs import join_pointer, resolve_pointer
 
 TOOLS = {
     t.name: t

@@ -1,0 +1,1 @@
+"""planexec executor service: runs validated plans durably against tool adapters."""

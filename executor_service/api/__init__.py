@@ -1,0 +1,1 @@
+"""Executor HTTP API: thin routers over the run store and queries."""

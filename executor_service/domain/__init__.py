@@ -1,0 +1,1 @@
+"""Pure execution logic: states, transitions, retries, references, output checks."""

@@ -1,0 +1,1 @@
+"""The execution engine: workers lease runs and drive their steps."""

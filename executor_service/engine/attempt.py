@@ -1,0 +1,76 @@
+"""One attempt of one step: call the adapter under a timeout and verify what it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from shared_schemas import Step
+
+from ..domain.transitions import Failed, Failure, Succeeded
+from ..domain.verify import verify_output
+from ..tools.base import InvocationContext, ToolAdapter, ToolError
+
+_log = structlog.get_logger("planexec.executor.attempt")
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What an attempt produced, for the driver to commit."""
+
+    step_id: str
+    outcome: Succeeded | Failed
+    duration_s: float
+    cost_usd: float = 0.0
+
+
+async def run_attempt(
+    step: Step,
+    tool: ToolAdapter,
+    args: dict[str, Any],
+    ctx: InvocationContext,
+    *,
+    max_output_bytes: int,
+) -> AttemptResult:
+    """Call ``tool`` once; never raises except ``asyncio.CancelledError``.
+
+    The timeout is enforced with asyncio cancellation (``asyncio.timeout``); a timed-out
+    attempt is retryable. Output is checked against the tool's ``output_schema``, the step's
+    ``success_criteria`` and ``max_output_bytes`` (compact JSON).
+    """
+    started = time.perf_counter()
+    attempt = ctx.attempt
+    try:
+        async with asyncio.timeout(ctx.timeout_s):
+            result = await tool.invoke(args, ctx)
+    except TimeoutError:
+        failure = Failure("timeout", f"no answer within {ctx.timeout_s:g} s", retryable=True)
+        return AttemptResult(step.id, Failed(attempt, failure), time.perf_counter() - started)
+    except ToolError as exc:
+        failure = Failure(exc.code, exc.message, exc.retryable, exc.retry_after_s)
+        return AttemptResult(step.id, Failed(attempt, failure), time.perf_counter() - started)
+    except Exception as exc:  # an adapter bug must fail the step, not the worker
+        _log.exception("adapter_crashed", tool=step.tool, step_id=step.id)
+        failure = Failure("adapter_error", f"{type(exc).__name__}: {exc}", retryable=False)
+        return AttemptResult(step.id, Failed(attempt, failure), time.perf_counter() - started)
+    duration = time.perf_counter() - started
+    try:
+        # Compact JSON, as stored; NaN and infinities are refused (jsonb cannot hold them).
+        size = len(json.dumps(result.output, separators=(",", ":"), allow_nan=False))
+    except (ValueError, TypeError) as exc:
+        failure = Failure("output_invalid", f"output is not JSON: {exc}", retryable=False)
+        return AttemptResult(step.id, Failed(attempt, failure), duration)
+    if size > max_output_bytes:
+        failure = Failure(
+            "output_too_large", f"output is {size} bytes, over {max_output_bytes}", False
+        )
+        return AttemptResult(step.id, Failed(attempt, failure), duration)
+    problem = verify_output(result.output, tool.spec.output_schema, step.success_criteria)
+    if problem is not None:
+        return AttemptResult(step.id, Failed(attempt, problem), duration)
+    return AttemptResult(step.id, Succeeded(attempt, result.output), duration, result.cost_usd)

@@ -1,0 +1,62 @@
+"""Executor service and worker settings (environment prefix ``PLANEXEC_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from planexec.settings import CommonSettings
+
+
+class ExecutorSettings(CommonSettings):
+    """Everything the executor API and its workers read; passed to ``create_app(settings)``."""
+
+    executor_host: str = "127.0.0.1"
+    """Interface the executor API listens on."""
+    executor_port: int = Field(default=8200, ge=1, le=65535)
+    """TCP port of the executor API."""
+    planner_url: str | None = None
+    """Base URL of the planner (``http://127.0.0.1:8100``): dispatch claims and plan fetches."""
+    service_api_key: SecretStr | None = None
+    """API key with the ``planexec:dispatch`` scope the executor presents to the planner."""
+    catalog_config: Path | None = None
+    """YAML file that lists the tool sources (built-ins, OpenAPI documents, MCP servers)."""
+    accepted_schema_ids: list[str] = Field(default_factory=lambda: ["planexec.plan/v1"])
+    """Plan schema ids this executor runs; other plans are refused."""
+    worker_concurrency: int = Field(default=8, ge=1, le=1000)
+    """Runs one worker process drives at once."""
+    step_concurrency: int = Field(default=16, ge=1, le=1000)
+    """Steps one worker process runs at once, across its runs."""
+    lease_ttl_s: float = Field(default=30.0, ge=0.5, le=3600)
+    """How long a run lease lasts without a heartbeat, in seconds."""
+    heartbeat_s: float | None = Field(default=None, gt=0)
+    """Heartbeat interval in seconds; default a third of ``lease_ttl_s``."""
+    poll_s: float = Field(default=1.0, gt=0, le=60)
+    """Slowest interval at which an idle worker looks for work, in seconds."""
+    dispatch_wait_s: float = Field(default=10.0, ge=0, le=30)
+    """Long-poll time of a dispatch claim against the planner, in seconds."""
+    drain_s: float = Field(default=20.0, ge=0, le=600)
+    """On SIGTERM, how long in-flight steps may finish before their leases are released."""
+    max_output_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest tool output stored for a step, in bytes (canonical JSON)."""
+    liveness_file: Path | None = None
+    """A file the worker touches at least every ``poll_s`` seconds while its loop is alive
+    (for container healthchecks: stale mtime = stuck worker)."""
+    http_allow_networks: list[str] = Field(default_factory=list)
+    """CIDRs ``http.request`` may reach although private or loopback (e.g. ``127.0.0.1/32``)."""
+    http_allow_hosts: list[str] = Field(default_factory=list)
+    """Host globs ``http.request`` may reach; empty = any public host."""
+    http_allow_ports: list[int] = Field(default_factory=lambda: [80, 443])
+    """Ports ``http.request`` may connect to."""
+    llm_base_url: str | None = None
+    """OpenAI-compatible server for the ``llm.complete`` tool."""
+    llm_api_key: SecretStr | None = None
+    """API key of that server."""
+    llm_model: str = "gpt-4o-mini"
+    """Model ``llm.complete`` uses."""
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """Seconds between lease renewals."""
+        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_ttl_s / 3

@@ -1,0 +1,1 @@
+"""Executor persistence: runs, steps, attempts, run events, approvals (schema ``executor``)."""

@@ -1,0 +1,1 @@
+"""Tool adapters and the catalog the executor serves (DESIGN §3)."""

@@ -1,0 +1,683 @@
+"""Import an OpenAPI 3.0 / 3.1 document as tools: one ``ToolAdapter`` per operation (DESIGN §3).
+
+The document is untrusted input (RELIABILITY S10, P4):
+
+* Only local ``$ref``s (``#/...``, RFC 6901 JSON Pointers) are resolved, by inlining. A ``$ref``
+  to anything else (``http:``, ``file:``, a relative file) is never fetched: the operation that
+  needs it is skipped with a warning.
+* A recursive ``$ref`` becomes ``{}`` (accepts anything) at the point where it recurses, a chain
+  deeper than ``max_ref_depth`` likewise, and a schema that inlines to more than
+  ``MAX_SCHEMA_NODES`` nodes skips its operation; each with a warning.
+* YAML anchors and aliases are refused when loading, so a document cannot expand exponentially.
+* Descriptions are data, never instructions: they are kept and quoted by the planner, but one that
+  matches ``INJECTION_PATTERNS`` is flagged (a warning) and cut to ``FLAGGED_DESCRIPTION_CHARS``.
+
+OpenAPI 3.0 Schema Objects are rewritten into JSON Schema 2020-12 (OpenAPI 3.1 schemas already
+are): ``nullable: true`` adds ``"null"`` to ``type`` (or, on a typeless schema with other
+keywords such as a nullable ``allOf``, wraps it in ``anyOf`` with a null schema),
+``exclusiveMinimum: true`` with ``minimum: x`` becomes ``exclusiveMinimum: x`` (likewise for the
+maximum), ``example`` becomes ``examples``; OpenAPI-only keywords and ``x-`` extensions are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx2
+import pydantic
+import yaml
+
+from shared_schemas import SideEffect, ToolSpec
+from shared_schemas.tool import TOOL_NAME_PATTERN
+
+from .base import InvocationContext, ToolAdapter, ToolError, ToolResult
+from .http_request import ERROR_EXCERPT_BYTES, parse_retry_after
+from .netguard import BlockedTargetError
+
+FLAGGED_DESCRIPTION_CHARS = 1000
+"""Length a flagged description is cut to, in characters."""
+MAX_DESCRIPTION_CHARS = 4000
+"""Length any description is cut to, in characters (``ToolSpec`` allows 8,192)."""
+MAX_SCHEMA_NODES = 10_000
+"""Most schema nodes an operation may inline; bounds exponential ``$ref`` fan-out."""
+INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (label, re.compile(regex, re.IGNORECASE))
+    for label, regex in (
+        # OWASP LLM01:2025 examples and AgentDojo's "important_instructions" attack text.
+        (
+            "ignore-previous",
+            r"\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|earlier)\b",
+        ),
+        ("new-instructions", r"\bnew instructions\b"),
+        ("system-prompt", r"\bsystem prompt\b"),
+        ("you-must", r"\byou (must|should always|are required to)\b"),
+        # Tag-wrapped directives: AgentDojo <INFORMATION>, Invariant Labs' MCP tool-poisoning
+        # notice (2025) <IMPORTANT>, and the <instructions>/<system> forms.
+        ("directive-tag", r"<\s*/?\s*(instructions?|system|important|information)\s*>"),
+        # Invariant Labs: "Before using this tool, read ... Do not mention that ...".
+        ("conceal", r"\bdo not (tell|mention|inform|reveal)\b"),
+        ("before-using", r"\bbefore using this tool\b"),
+    )
+)
+"""Patterns of text that address the model instead of describing the tool (label, regex)."""
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\U000e0000-\U000e007f]"
+)
+"""Control, zero-width, bidi-override and Unicode tag characters (hidden-text smuggling)."""
+
+_SIDE_EFFECTS = {
+    "get": SideEffect.READ,
+    "head": SideEffect.READ,
+    "options": SideEffect.READ,
+    "post": SideEffect.WRITE,
+    "put": SideEffect.WRITE,
+    "patch": SideEffect.WRITE,
+    "delete": SideEffect.DESTRUCTIVE,
+}
+_IDEMPOTENT_METHODS = frozenset({"get", "head", "options", "put", "delete"})  # RFC 9110 §9.2.2
+_IGNORED_HEADERS = frozenset(
+    {"accept", "content-type", "authorization", "content-length", "host"}
+    | {"idempotency-key", "traceparent", "tracestate"}
+)
+"""Header parameters not taken from args: OpenAPI says Accept, Content-Type and Authorization
+definitions "SHALL be ignored"; the others belong to the client or the executor."""
+_SCHEMA_KEYS = frozenset(
+    {"items", "not", "additionalProperties", "contains", "propertyNames", "if", "then", "else"}
+    | {"unevaluatedItems", "unevaluatedProperties", "contentSchema"}
+)
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_OPENAPI_ONLY = frozenset({"nullable", "discriminator", "xml", "externalDocs", "example"})
+
+
+class _Skip(Exception):
+    """The current operation cannot be imported; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What ``import_openapi`` produced."""
+
+    tools: list[ToolAdapter]
+    """One adapter per imported operation, in document order."""
+    warnings: list[str] = field(default_factory=list)
+    """Human-readable notes: skipped operations, flagged descriptions, bounded ``$ref``s."""
+
+
+def screen_description(text: str) -> tuple[str, str | None]:
+    """Clean a description and say whether it looks like a prompt injection (RELIABILITY P4).
+
+    Invisible characters (controls, zero-width, bidi overrides, Unicode tags) become spaces.
+
+    Returns:
+        ``(text, None)`` cut to ``MAX_DESCRIPTION_CHARS``, or ``(text, label)`` cut to
+        ``FLAGGED_DESCRIPTION_CHARS`` when a pattern of ``INJECTION_PATTERNS`` matched.
+    """
+    cleaned = _INVISIBLE.sub(" ", text).strip()
+    for label, pattern in INJECTION_PATTERNS:
+        if pattern.search(cleaned):
+            return cleaned[:FLAGGED_DESCRIPTION_CHARS], label
+    return cleaned[:MAX_DESCRIPTION_CHARS], None
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses anchors/aliases (no exponential "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("YAML aliases are not accepted in OpenAPI documents")
+        return super().compose_node(parent, index)
+
+
+def load_openapi_file(path: str | Path, *, max_bytes: int = 10_485_760) -> dict[str, Any]:
+    """Read an OpenAPI 3.x document from a local YAML or JSON file (JSON is YAML).
+
+    Args:
+        path: Local file path; nothing is fetched over the network.
+        max_bytes: Largest file accepted, in bytes.
+
+    Raises:
+        ValueError: The file is too large, not YAML/JSON, uses YAML aliases, or is not an
+            OpenAPI 3.x document.
+    """
+    data = Path(path).read_bytes()
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes} bytes")
+    try:
+        document = yaml.load(data, Loader=_NoAliasLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not a YAML or JSON document: {exc}") from exc
+    if not isinstance(document, dict) or not str(document.get("openapi", "")).startswith("3."):
+        raise ValueError(f"{path}: not an OpenAPI 3.x document (no 'openapi: 3.x' field)")
+    return document
+
+
+def import_openapi(
+    document: dict[str, Any],
+    *,
+    prefix: str,
+    base_url: str,
+    client: httpx2.AsyncClient,
+    max_response_bytes: int = 1_048_576,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    max_ref_depth: int = 32,
+) -> ImportResult:
+    """Turn each operation of an OpenAPI 3.0/3.1 document into a tool.
+
+    A tool is named ``<prefix>.<operationId>`` (characters outside the catalog's name pattern
+    become ``_``), or ``<prefix>.<method>_<path slug>`` without an operationId. Its args are the
+    path, query and header parameters by name, plus the JSON request body under ``body``; its
+    output schema is the JSON schema of the first 2xx response, else ``{}``. ``side_effect`` is
+    read for GET/HEAD/OPTIONS, write for POST/PUT/PATCH, destructive for DELETE; ``idempotent``
+    follows RFC 9110 §9.2.2. Operation extensions override these: ``x-planexec-side-effect``,
+    ``x-planexec-idempotent``, ``x-planexec-required-scopes``, ``x-planexec-cost-usd`` and
+    ``x-planexec-timeout-s``; an invalid extension value skips the operation.
+
+    Args:
+        document: The parsed document (see ``load_openapi_file``).
+        prefix: Catalog name prefix, e.g. ``httpbin``.
+        base_url: Server URL the paths are appended to, e.g. ``http://127.0.0.1:8080/api``.
+        client: The HTTP client the tools send with (the executor passes its SSRF-guarded one).
+        max_response_bytes: Largest response body a tool reads, in bytes.
+        overrides: ``ToolSpec`` field values by full tool name, applied last (operator config).
+        max_ref_depth: Longest chain of nested ``$ref``s inlined.
+
+    Returns:
+        The tools and the import warnings.
+
+    Raises:
+        ValueError: ``document`` is not OpenAPI 3.0/3.1, ``base_url`` is not an http(s) URL
+            without query or fragment, or an override does not make a valid ``ToolSpec``.
+    """
+    version = str(document.get("openapi", ""))
+    if not re.match(r"^3\.[01]\.", version):
+        raise ValueError(f"unsupported OpenAPI version {version!r}; 3.0.x and 3.1.x are")
+    parts = urlsplit(base_url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"base_url must be an http(s) URL without query or fragment: {base_url}")
+    importer = _Importer(document, v31=version.startswith("3.1."), max_ref_depth=max_ref_depth)
+    overrides = dict(overrides or {})
+    tools: list[ToolAdapter] = []
+    names: set[str] = set()
+    for path, method, item, operation in importer.operations():
+        where = f"{method.upper()} {path}"
+        try:
+            spec, params, has_body = importer.operation(prefix, path, method, item, operation)
+        except _Skip as exc:
+            importer.warnings.append(f"{where}: skipped: {exc}")
+            continue
+        if spec.name in names:
+            importer.warnings.append(f"{where}: skipped: duplicate tool name {spec.name}")
+            continue
+        names.add(spec.name)
+        if spec.name in overrides:
+            try:
+                spec = ToolSpec.model_validate(spec.model_dump() | dict(overrides.pop(spec.name)))
+            except pydantic.ValidationError as exc:
+                raise ValueError(
+                    f"override for {spec.name} is not a valid ToolSpec: {exc}"
+                ) from exc
+        tool = OpenApiTool(
+            spec,
+            method=method.upper(),
+            path=path,
+            parameters=params,
+            has_body=has_body,
+            base_url=base_url,
+            client=client,
+            max_response_bytes=max_response_bytes,
+        )
+        tools.append(tool)
+    importer.warnings.extend(f"override for unknown tool {name}" for name in overrides)
+    return ImportResult(tools=tools, warnings=importer.warnings)
+
+
+class _Importer:
+    """Walks one document; collects warnings; inlines local ``$ref``s."""
+
+    def __init__(self, document: dict[str, Any], *, v31: bool, max_ref_depth: int) -> None:
+        self.document = document
+        self.v31 = v31
+        self.max_ref_depth = max_ref_depth
+        self.warnings: list[str] = []
+        self._where = ""
+        self._budget = MAX_SCHEMA_NODES
+
+    def operations(self) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+        found: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
+        paths = self.document.get("paths") or {}
+        if not isinstance(paths, dict):
+            self.warnings.append("'paths' is not an object; nothing imported")
+            return found
+        for path, raw_item in paths.items():
+            try:
+                item = self.deref(raw_item)
+            except _Skip as exc:
+                self.warnings.append(f"{path}: skipped: {exc}")
+                continue
+            for method, operation in item.items():
+                if method == "trace":
+                    self.warnings.append(f"TRACE {path}: skipped: TRACE is not imported")
+                elif method in _SIDE_EFFECTS and isinstance(operation, dict):
+                    found.append((str(path), method, item, operation))
+        return found
+
+    def operation(
+        self, prefix: str, path: str, method: str, item: dict[str, Any], op: dict[str, Any]
+    ) -> tuple[ToolSpec, list[Parameter], bool]:
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")
+        local = str(op.get("operationId") or f"{method}_{slug}".rstrip("_"))
+        name = f"{prefix}.{re.sub(r'[^A-Za-z0-9_.-]+', '_', local).strip('_.-')}"
+        if not re.fullmatch(TOOL_NAME_PATTERN, name):
+            raise _Skip(f"cannot make a tool name from {local!r}")
+        self._where, self._budget = name, MAX_SCHEMA_NODES
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        params = self._parameters(item, op, properties, required)
+        has_body = self._body(op, properties, required)
+        description, label = screen_description(
+            f"{method.upper()} {path}"
+            + (f": {op['summary']}" if isinstance(op.get("summary"), str) else "")
+            + (f"\n\n{op['description']}" if isinstance(op.get("description"), str) else "")
+        )
+        if label:
+            self.warnings.append(f"{name}: description flagged ({label}); cut to its first part")
+        input_schema = {"type": "object", "properties": properties, "required": required}
+        try:
+            return (
+                ToolSpec(
+                    name=name,
+                    description=description,
+                    input_schema=input_schema,
+                    output_schema=self._output_schema(op),
+                    **self._extensions(method, op),
+                ),
+                params,
+                has_body,
+            )
+        except pydantic.ValidationError as exc:
+            raise _Skip(f"invalid tool spec: {exc.errors()[0]['msg']}") from exc
+
+    def _parameters(
+        self,
+        item: dict[str, Any],
+        op: dict[str, Any],
+        properties: dict[str, Any],
+        required: list[str],
+    ) -> list[Parameter]:
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        for raw in [*(item.get("parameters") or []), *(op.get("parameters") or [])]:
+            param = self.deref(raw)  # operation-level ones override path-item ones (OpenAPI)
+            merged[(str(param.get("name")), str(param.get("in")))] = param
+        params: list[Parameter] = []
+        for (name, location), param in merged.items():
+            if location == "header" and name.lower() in _IGNORED_HEADERS:
+                self.warnings.append(f"{self._where}: header parameter {name} ignored")
+                continue
+            if location not in {"path", "query", "header"}:
+                if param.get("required"):
+                    raise _Skip(f"required {location} parameter {name} is not supported")
+                self.warnings.append(f"{self._where}: {location} parameter {name} ignored")
+                continue
+            if name in properties or name == "body":
+                raise _Skip(f"parameter name {name!r} is used twice")
+            media = next(iter((param.get("content") or {}).values()), None)
+            schema = param.get("schema", media.get("schema", {}) if isinstance(media, dict) else {})
+            prop = self.schema(schema)
+            if isinstance(param.get("description"), str) and isinstance(prop, dict):
+                prop.setdefault("description", self._text(param["description"]))
+            properties[name] = prop
+            is_required = location == "path" or bool(param.get("required"))
+            if is_required:
+                required.append(name)
+            style = str(param.get("style") or ("form" if location == "query" else "simple"))
+            explode = bool(param.get("explode", style == "form"))
+            params.append(Parameter(name, location, is_required, explode))
+        return params
+
+    def _body(self, op: dict[str, Any], properties: dict[str, Any], required: list[str]) -> bool:
+        if "requestBody" not in op:
+            return False
+        body = self.deref(op["requestBody"])
+        media = _json_media(body.get("content") or {})
+        if media is None:
+            if body.get("required"):
+                raise _Skip("its required request body is not JSON")
+            self.warnings.append(f"{self._where}: non-JSON request body ignored")
+            return False
+        properties["body"] = self.schema(media.get("schema", {}))
+        if body.get("required"):
+            required.append("body")
+        return True
+
+    def _output_schema(self, op: dict[str, Any]) -> dict[str, Any] | bool:
+        responses = op.get("responses") or {}
+        for code in sorted(str(c) for c in responses):
+            if code.startswith("2"):
+                media = _json_media(self.deref(responses[code]).get("content") or {})
+                return self.schema(media.get("schema", {})) if media else {}
+        return {}
+
+    def _extensions(self, method: str, op: dict[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "side_effect": op.get("x-planexec-side-effect", _SIDE_EFFECTS[method].value),
+            "idempotent": op.get("x-planexec-idempotent", method in _IDEMPOTENT_METHODS),
+            "required_scopes": op.get("x-planexec-required-scopes", []),
+            "cost_usd": op.get("x-planexec-cost-usd", 0.0),
+        }
+        if "x-planexec-timeout-s" in op:
+            values["default_timeout_s"] = op["x-planexec-timeout-s"]
+        if values["side_effect"] not in {e.value for e in SideEffect}:
+            raise _Skip(f"x-planexec-side-effect {values['side_effect']!r} is not a side effect")
+        if not isinstance(values["idempotent"], bool):
+            raise _Skip("x-planexec-idempotent is not a boolean")
+        scopes = values["required_scopes"]
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise _Skip("x-planexec-required-scopes is not a list of strings")
+        return values
+
+    def _text(self, text: str) -> str:
+        cleaned, label = screen_description(text)
+        if label:
+            self.warnings.append(
+                f"{self._where}: description flagged ({label}); cut to its first part"
+            )
+        return cleaned
+
+    def pointer(self, ref: str) -> Any:
+        """Resolve a local ``$ref`` (RFC 6901 pointer in a URI fragment); refuse any other."""
+        if not ref.startswith("#"):
+            raise _Skip(f"external $ref {ref!r} is not fetched")
+        node: Any = self.document
+        for raw in unquote(ref[1:]).split("/")[1:]:
+            token = raw.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and token in node:
+                node = node[token]
+            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]
+            else:
+                raise _Skip(f"$ref {ref!r} points at nothing")
+        return node
+
+    def deref(self, node: Any) -> dict[str, Any]:
+        """Follow a chain of ``$ref``s to a non-schema object (parameter, response, path item)."""
+        seen: set[str] = set()
+        while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+            if node["$ref"] in seen or len(seen) >= self.max_ref_depth:
+                raise _Skip(f"$ref {node['$ref']!r} is recursive or too deep")
+            seen.add(node["$ref"])
+            node = self.pointer(node["$ref"])
+        if not isinstance(node, dict):
+            raise _Skip("an object in the document is not a JSON object")
+        return node
+
+    def schema(self, node: Any, stack: tuple[str, ...] = ()) -> Any:
+        """Inline and convert a Schema Object into JSON Schema 2020-12."""
+        self._budget -= 1
+        if self._budget < 0:
+            raise _Skip(f"schemas inline to more than {MAX_SCHEMA_NODES} nodes")
+        if isinstance(node, bool):
+            return node
+        if not isinstance(node, dict):
+            raise _Skip("a schema is not a JSON object")
+        if "$ref" in node:
+            return self._ref_schema(node, stack)
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if not key.startswith("x-") and key not in _OPENAPI_ONLY:
+                self._keyword(out, key, value, stack)
+        if "example" in node and "examples" not in out:
+            out["examples"] = [node["example"]]
+        return out if self.v31 else _from_openapi30(node, out)
+
+    def _keyword(self, out: dict[str, Any], key: str, value: Any, stack: tuple[str, ...]) -> None:
+        if key == "items" and isinstance(value, list):  # draft-4 tuple form
+            out["prefixItems"] = [self.schema(v, stack) for v in value]
+        elif key in _SCHEMA_KEYS:
+            out[key] = self.schema(value, stack)
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {k: self.schema(v, stack) for k, v in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [self.schema(v, stack) for v in value]
+        elif key == "description" and isinstance(value, str):
+            out[key] = self._text(value)
+        else:
+            out[key] = value  # data (enum, default, const...), never walked for $refs
+
+    def _ref_schema(self, node: dict[str, Any], stack: tuple[str, ...]) -> Any:
+        ref = node["$ref"]
+        if not isinstance(ref, str):
+            raise _Skip("a $ref is not a string")
+        target: Any
+        if ref in stack or len(stack) >= self.max_ref_depth:
+            why = "recursive" if ref in stack else f"deeper than {self.max_ref_depth}"
+            self.warnings.append(f"{self._where}: $ref {ref} is {why}; replaced by {{}}")
+            target = {}
+        else:
+            target = self.schema(self.pointer(ref), (*stack, ref))
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        if not self.v31 or not siblings:  # 3.0: siblings of a Reference Object SHALL be ignored
+            return target
+        merged = self.schema(siblings, stack)
+        merged["allOf"] = [*merged.get("allOf", []), target]
+        return merged
+
+
+def _from_openapi30(node: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    """Apply the OpenAPI 3.0 keyword meanings that JSON Schema 2020-12 spells differently."""
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if out.get(exclusive) is True and bound in out:
+            out[exclusive] = out.pop(bound)
+        elif isinstance(out.get(exclusive), bool):
+            del out[exclusive]
+    if node.get("nullable") is True:
+        kind = out.get("type")
+        if isinstance(kind, str):
+            out["type"] = [kind, "null"]
+            if isinstance(out.get("enum"), list) and None not in out["enum"]:
+                out["enum"] = [*out["enum"], None]
+        elif kind is None and out:  # e.g. a nullable allOf/$ref; a bare {} already allows null
+            return {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _json_media(content: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON media type entry of a ``content`` map (``application/json`` or ``*+json``)."""
+    for media_type, media in content.items():
+        base = str(media_type).split(";")[0].strip().lower()
+        if (base == "application/json" or base.endswith("+json")) and isinstance(media, dict):
+            return media
+    return None
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One operation parameter, as ``OpenApiTool`` sends it."""
+
+    name: str
+    location: str
+    """``path``, ``query`` or ``header``."""
+    required: bool
+    explode: bool
+    """Query arrays: repeat the name per item (``form`` style, the default) or join with ``,``."""
+
+
+class OpenApiTool:
+    """One imported operation (a ``ToolAdapter``).
+
+    ``invoke`` fills the path template with percent-encoded args (``/`` included, and a value of
+    ``.`` or ``..`` refused, so an arg cannot change the path), adds query and header args, sends
+    the ``body`` arg as JSON, and sends ``Idempotency-Key`` (and ``traceparent``). Redirects are
+    not followed. Output: the parsed JSON body, or ``{"text": ...}`` for a non-JSON response.
+
+    Errors (``ToolError.code``): ``invalid_args``, ``blocked_target``, ``response_too_large``,
+    ``invalid_response`` (a JSON content type with a body that is not JSON), ``http_redirect`` and
+    ``http_4xx`` (not retryable; ``details.status``), ``http_retryable`` for 408, 429 and 5xx
+    (``retry_after_s`` from ``Retry-After``), ``timeout`` and ``connection_error`` (retryable).
+    """
+
+    def __init__(
+        self,
+        spec: ToolSpec,
+        *,
+        method: str,
+        path: str,
+        parameters: list[Parameter],
+        has_body: bool,
+        base_url: str,
+        client: httpx2.AsyncClient,
+        max_response_bytes: int,
+    ) -> None:
+        """Build the adapter; see ``import_openapi`` for the arguments."""
+        self._spec = spec
+        self._method = method
+        self._path = path
+        self._parameters = parameters
+        self._has_body = has_body
+        self._base_url = base_url.rstrip("/")
+        self._client = client
+        self._max_response_bytes = max_response_bytes
+
+    @property
+    def spec(self) -> ToolSpec:
+        """The tool's catalog entry."""
+        return self._spec
+
+    async def invoke(self, args: dict[str, Any], ctx: InvocationContext) -> ToolResult:
+        """Send the operation's request and classify the response.
+
+        Raises:
+            ToolError: See the class docstring for the codes.
+        """
+        request = self._request(args, ctx)
+        try:
+            response = await self._client.send(request, stream=True, follow_redirects=False)
+            try:
+                return await self._result(response, ctx)
+            finally:
+                await response.aclose()
+        except BlockedTargetError as exc:
+            details = {"reason": exc.reason, "target": exc.target}
+            raise ToolError(
+                str(exc), retryable=False, code="blocked_target", details=details
+            ) from exc
+        except httpx2.TimeoutException as exc:
+            raise ToolError(f"timed out: {exc!r}", retryable=True, code="timeout") from exc
+        except httpx2.TransportError as exc:
+            message = f"connection failed: {exc!r}"
+            raise ToolError(message, retryable=True, code="connection_error") from exc
+
+    def _request(self, args: dict[str, Any], ctx: InvocationContext) -> httpx2.Request:
+        path = self._path
+        query: list[tuple[str, str | int | float | bool | None]] = []
+        headers = {"Accept": "application/json", "Idempotency-Key": ctx.idempotency_key}
+        if ctx.traceparent:
+            headers["traceparent"] = ctx.traceparent  # W3C Trace Context
+        for param in self._parameters:
+            if param.name not in args:
+                if param.required:
+                    raise _invalid(f"missing required {param.location} parameter {param.name!r}")
+                continue
+            values = _strings(param.name, args[param.name])
+            if param.location == "path":
+                if any(v in {".", ".."} for v in values):
+                    raise _invalid(f"path parameter {param.name!r} may not be '.' or '..'")
+                segment = ",".join(quote(v, safe="") for v in values)
+                path = path.replace("{" + param.name + "}", segment)
+            elif param.location == "query":
+                pairs = [(param.name, v) for v in values]
+                query += pairs if param.explode else [(param.name, ",".join(values))]
+            elif any(c in value for value in values for c in "\r\n\x00"):
+                raise _invalid(f"header parameter {param.name!r} may not contain CR, LF or NUL")
+            else:
+                headers[param.name] = ",".join(values)
+        content: bytes | None = None
+        if self._has_body and "body" in args:
+            content = json.dumps(args["body"], separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        return self._client.build_request(
+            self._method,
+            self._base_url + path,
+            params=query,
+            headers=headers,
+            content=content,
+            timeout=ctx.timeout_s,
+        )
+
+    async def _result(self, response: httpx2.Response, ctx: InvocationContext) -> ToolResult:
+        status = response.status_code
+        failed = status >= 300
+        cap = ERROR_EXCERPT_BYTES if failed else self._max_response_bytes
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > cap:
+                if failed:
+                    break
+                raise ToolError(
+                    f"response larger than {cap} bytes",
+                    retryable=False,
+                    code="response_too_large",
+                    details={"limit_bytes": cap, "seen_bytes": len(body), "attempt": ctx.attempt},
+                )
+        text = bytes(body[:cap]).decode(response.encoding or "utf-8", errors="replace")
+        if failed:
+            raise _http_error(response, text, ctx)
+        usage = {"bytes": len(body), "status": status}
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if (content_type == "application/json" or content_type.endswith("+json")) and body:
+            try:
+                return ToolResult(output=json.loads(body), usage=usage)
+            except ValueError as exc:
+                message = f"{content_type} response is not JSON"
+                raise ToolError(message, retryable=False, code="invalid_response") from exc
+        return ToolResult(output={"text": text}, usage=usage)
+
+
+def _invalid(message: str) -> ToolError:
+    return ToolError(message, retryable=False, code="invalid_args")
+
+
+def _strings(name: str, value: Any) -> list[str]:
+    """A parameter value as strings: scalars as one, arrays of scalars as one per item."""
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, bool):
+            out.append("true" if item else "false")
+        elif isinstance(item, int | float | str):
+            out.append(str(item))
+        else:
+            raise _invalid(f"parameter {name!r} must be a scalar or an array of scalars")
+    return out
+
+
+def _http_error(response: httpx2.Response, excerpt: str, ctx: InvocationContext) -> ToolError:
+    status = response.status_code
+    details = {"status": status, "url": str(response.url), "body_excerpt": excerpt}
+    details["attempt"] = ctx.attempt
+    if status < 400:
+        details["location"] = response.headers.get("location", "")
+        return ToolError(
+            f"HTTP {status} redirect not followed",
+            retryable=False,
+            code="http_redirect",
+            details=details,
+        )
+    if status in {408, 429} or status >= 500:
+        return ToolError(
+            f"HTTP {status} from {response.url}",
+            retryable=True,
+            code="http_retryable",
+            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+            details=details,
+        )
+    return ToolError(
+        f"HTTP {status} from {response.url}", retryable=False, code="http_4xx", details=details
+    )

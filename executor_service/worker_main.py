@@ -1,0 +1,87 @@
+"""The ``planexec worker`` process: a ``Worker`` with its tools, store and signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+
+from planexec.db import create_engine, database_url_for
+from planexec.db.notify import Notifier
+from planexec.db.pg import create_pool
+
+from .app import http_config, llm_config, planner_client
+from .engine.driver import DriverConfig
+from .engine.worker import Worker, worker_id
+from .settings import ExecutorSettings
+from .store.runs import RunStore
+from .tools.registry import build_registry
+
+_log = structlog.get_logger("planexec.executor.worker")
+
+
+async def run_worker(settings: ExecutorSettings, *, concurrency: int | None = None) -> None:
+    """Run one worker until SIGTERM/SIGINT, then drain (``settings.drain_s``).
+
+    A signal that arrives while the worker is still starting stops it as soon as it is up.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    url = await asyncio.to_thread(database_url_for, settings)
+    engine = create_engine(
+        url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
+        registry = await build_registry(
+            settings.catalog_config, stack, http=http_config(settings), llm=llm_config(settings)
+        )
+        pool = await create_pool(url, max_size=settings.db_pool_size)
+        stack.push_async_callback(pool.close)
+        notifier = Notifier(url, ["planexec_runs"])
+        await notifier.start()
+        stack.push_async_callback(notifier.stop)
+        planner = planner_client(settings)
+        if planner is not None:
+            stack.push_async_callback(planner.aclose)
+        config = DriverConfig(
+            worker_id=worker_id(),
+            lease_ttl_s=settings.lease_ttl_s,
+            heartbeat_s=settings.heartbeat_interval_s,
+            max_output_bytes=settings.max_output_bytes,
+        )
+        worker = Worker(
+            store=RunStore(pool),
+            registry=registry,
+            notifier=notifier,
+            config=config,
+            concurrency=concurrency or settings.worker_concurrency,
+            step_concurrency=settings.step_concurrency,
+            poll_s=settings.poll_s,
+            drain_s=settings.drain_s,
+            planner=planner,
+            signing_key=settings.signing_key_bytes,
+            accepted_schema_ids=tuple(settings.accepted_schema_ids),
+            dispatch_wait_s=settings.dispatch_wait_s,
+            liveness_file=settings.liveness_file,
+        )
+        stopper = asyncio.create_task(_stop_on(stop, worker))
+        _log.info(
+            "worker_ready",
+            worker=worker.id,
+            tools=len(registry),
+            catalog_version=registry.catalog.catalog_version,
+            planner=settings.planner_url,
+        )
+        await worker.run()
+        stopper.cancel()
+        _log.info("worker_stopped", worker=worker.id)
+
+
+async def _stop_on(stop: asyncio.Event, worker: Worker) -> None:
+    await stop.wait()
+    worker.stop()

@@ -1,0 +1,143 @@
+"""Dispatch routes for executors (service keys with the ``planexec:dispatch`` scope)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from planexec.db.notify import Notifier
+from planexec.errors import (
+    AuthenticationRequiredError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+)
+from planexec.web import DISPATCH_SCOPE, problem_responses, require_scope
+from shared_schemas import Plan, PolicyDecision, Principal
+
+from ..store.dispatch import DispatchStore
+
+router = APIRouter(prefix="/v1/dispatch", tags=["dispatch"])
+ServicePrincipal = Annotated[Principal, Depends(require_scope(DISPATCH_SCOPE))]
+_ERRORS = problem_responses(AuthenticationRequiredError, ForbiddenError)
+
+
+class ClaimRequest(BaseModel):
+    """What an executor worker asks for."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    worker: str = Field(min_length=1, max_length=200)
+    """Identity of the claiming worker; the lease is held in its name."""
+    max_items: int = Field(default=10, ge=1, le=100)
+    """Most plans to claim at once."""
+    lease_s: float = Field(default=30.0, ge=1, le=600)
+    """How long the claim holds before it is handed out again, in seconds."""
+    wait_s: float = Field(default=0.0, ge=0, le=30)
+    """Long poll: wait up to this many seconds for work when the queue is empty."""
+
+
+class ClaimedPlan(BaseModel):
+    """A claimed plan version."""
+
+    dispatch_id: UUID
+    """Id to acknowledge the claim with."""
+    claims: int
+    """How many times this entry was claimed (more than 1 after an expired lease)."""
+    plan: Plan
+    """The signed plan; verify its hash and signature before running it."""
+    policy_decisions: list[PolicyDecision]
+    """The planner's policy decision per step."""
+
+
+class ClaimResponse(BaseModel):
+    """Claimed plans (possibly none)."""
+
+    items: list[ClaimedPlan]
+    """The claimed plans, oldest first."""
+
+
+class AckRequest(BaseModel):
+    """Acknowledge a claim once the run exists."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    worker: str = Field(min_length=1, max_length=200)
+    """The worker that holds the claim."""
+    run_id: UUID
+    """The run created for the plan."""
+
+
+class DispatchedPlan(BaseModel):
+    """A plan version as the executor fetches it for ``POST /v1/runs``."""
+
+    plan: Plan
+    """The signed plan."""
+    policy_decisions: list[PolicyDecision]
+    """The planner's policy decision per step."""
+    status: str
+    """``ready`` or ``rejected``; only ready plans may run."""
+
+
+def _store(request: Request) -> DispatchStore:
+    store: DispatchStore = request.app.state.dispatch_store
+    return store
+
+
+@router.post("/claim", operation_id="claimDispatch", responses=_ERRORS)
+async def claim(request: Request, _: ServicePrincipal, body: ClaimRequest) -> ClaimResponse:
+    """Lease queued plans to a worker (``FOR UPDATE SKIP LOCKED``), long-polling if asked."""
+    store = _store(request)
+    items = await store.claim(body.worker, max_items=body.max_items, lease_s=body.lease_s)
+    notifier: Notifier = request.app.state.notifier
+    deadline = time.monotonic() + body.wait_s
+    while not items and (remaining := deadline - time.monotonic()) > 0:
+        if await notifier.wait("planexec_dispatch", remaining):
+            items = await store.claim(body.worker, max_items=body.max_items, lease_s=body.lease_s)
+    return ClaimResponse(
+        items=[
+            ClaimedPlan(
+                dispatch_id=c.dispatch_id,
+                claims=c.claims,
+                plan=c.plan,
+                policy_decisions=c.policy_decisions,
+            )
+            for c in items
+        ]
+    )
+
+
+@router.post(
+    "/{dispatch_id}/ack",
+    operation_id="ackDispatch",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_ERRORS | problem_responses(ConflictError),
+)
+async def ack(request: Request, _: ServicePrincipal, dispatch_id: UUID, body: AckRequest) -> None:
+    """Acknowledge a claim; 409 when the worker no longer holds its lease."""
+    if not await _store(request).ack(dispatch_id, body.worker, body.run_id):
+        raise ConflictError(f"dispatch {dispatch_id} is not leased to {body.worker}")
+
+
+@router.get(
+    "/plans/{plan_id}/versions/{version}",
+    operation_id="getDispatchPlan",
+    responses=_ERRORS | problem_responses(NotFoundError),
+)
+async def plan_for_executor(
+    request: Request,
+    _: ServicePrincipal,
+    plan_id: UUID,
+    version: int,
+    tenant: Annotated[str, Query(min_length=1, max_length=128)],
+) -> DispatchedPlan:
+    """A tenant's plan version, for an executor starting a run directly."""
+    found = await _store(request).plan_for(tenant, plan_id, version)
+    if found is None:
+        raise NotFoundError(f"plan {plan_id} version {version} not found")
+    plan, decisions, plan_status = found
+    return DispatchedPlan(plan=plan, policy_decisions=decisions, status=plan_status)
