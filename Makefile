@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed
 PACKAGES := shared_schemas planexec planner_service executor_service migrations
 PORT ?= 8100
 
-.PHONY: run test lint typecheck schemas migrate bench clean-data help
+.PHONY: run demo planner test lint typecheck schemas migrate bench clean-data help
 
 help:
-	@echo "make run      start the planner on the embedded Postgres (docs at http://127.0.0.1:$(PORT)/docs)"
+	@echo "make run      the pair, real tool servers and the demo intents on the embedded Postgres"
+	@echo "make demo     the same, then exit: status 0 when every demo outcome was the expected one"
 	@echo "make test     lint, type-check and run the test suite against real Postgres"
 	@echo "make schemas  re-export shared_schemas/jsonschema/*.json from the models"
 	@echo "make lint     ruff check + format check"
@@ -21,11 +22,17 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,demo]'
 	touch $(STAMP)
 
 run: $(STAMP)
-	@echo "planexec planner: docs at http://127.0.0.1:$(PORT)/docs, health at http://127.0.0.1:$(PORT)/v1/healthz (Ctrl-C stops)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m planexec.demo
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m planexec.demo --exit
+
+planner: $(STAMP)
+	@echo "planexec planner alone: docs at http://127.0.0.1:$(PORT)/docs (Ctrl-C stops)"
 	PLANEXEC_PORT=$(PORT) PLANEXEC_CATALOG_FILE=$${PLANEXEC_CATALOG_FILE:-planner_service/catalogs/demo.json} \
 		$(BIN)/planexec planner --migrate
 

@@ -167,6 +167,15 @@ class RunDriver:
         if row.status == StepStatus.BLOCKED:
             row.status = StepStatus.READY.value
 
+    def _open_gate(self, step_id: str) -> None:
+        """Wait at the gate with the arguments resolved, so the approver sees what will run."""
+        row = self.rows[step_id]
+        try:
+            row.resolved_args = resolve_args(self.steps[step_id].args, self.outputs)
+        except RefResolutionError:
+            row.resolved_args = None  # the step will fail with the reason once approved
+        self._apply(step_id, Gate())
+
     # -- recovery ---------------------------------------------------------------------------
 
     def _recover(self) -> None:
@@ -398,7 +407,7 @@ class RunDriver:
                 return await self._finish(plan.run_status)
             for step_id in plan.gate:
                 self._promote(step_id)
-                self._apply(step_id, Gate())
+                self._open_gate(step_id)
             if not self._draining:
                 for step_id in plan.start:
                     await self._start(step_id)

@@ -1,4 +1,4 @@
-"""Tools imported from ``tests/support/openapi/httpbin.yaml``, run against real httpbin."""
+"""Tools imported from ``planexec/demo/assets/openapi/httpbin.yaml``, run against real httpbin."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from executor_service.tools.base import InvocationContext, ToolAdapter, ToolError
 from executor_service.tools.openapi_import import import_openapi, load_openapi_file
 from tests.support.demo_catalog import demo_tools
-from tests.support.httpbin_server import HttpbinServer
+from planexec.demo.httpbin_server import HttpbinServer
 
-HTTPBIN_YAML = Path(__file__).parents[1] / "support" / "openapi" / "httpbin.yaml"
+HTTPBIN_YAML = Path(__file__).parents[2] / "planexec" / "demo" / "assets" / "openapi" / "httpbin.yaml"
 
 
 @pytest.fixture(scope="module")

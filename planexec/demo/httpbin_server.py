@@ -2,7 +2,7 @@
 
 ``with HttpbinServer() as httpbin: httpbin.base_url`` serves it on ``127.0.0.1`` and a free port
 with werkzeug's threaded server; ``start()`` / ``stop()`` do the same for fixtures. As a process:
-``python -m tests.support.httpbin_server --port N`` prints ``READY port=<port>`` once listening.
+``python -m planexec.demo.httpbin_server --port N`` prints ``READY port=<port>`` once listening.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from httpbin import app  # type: ignore[import-untyped]  # no py.typed
+from httpbin import app
 from werkzeug.serving import BaseWSGIServer, make_server
 
 
