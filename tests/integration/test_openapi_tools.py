@@ -12,10 +12,12 @@ import pytest
 
 from executor_service.tools.base import InvocationContext, ToolAdapter, ToolError
 from executor_service.tools.openapi_import import import_openapi, load_openapi_file
-from tests.support.demo_catalog import demo_tools
 from planexec.demo.httpbin_server import HttpbinServer
+from tests.support.demo_catalog import demo_tools
 
-HTTPBIN_YAML = Path(__file__).parents[2] / "planexec" / "demo" / "assets" / "openapi" / "httpbin.yaml"
+HTTPBIN_YAML = (
+    Path(__file__).parents[2] / "planexec" / "demo" / "assets" / "openapi" / "httpbin.yaml"
+)
 
 
 @pytest.fixture(scope="module")

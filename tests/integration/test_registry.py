@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from executor_service.tools.registry import CatalogConfigError, build_registry
+from planexec.demo.httpbin_server import HttpbinServer
 
 from ..support.demo_catalog import demo_catalog
-from planexec.demo.httpbin_server import HttpbinServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_builtins_openapi_and_mcp_sources_make_one_catalog(tmp_path: Path) -> None:
     with HttpbinServer() as httpbin:
         port = int(httpbin.base_url.rsplit(":", 1)[1])
-        shutil.copy(ROOT / "planexec" / "demo" / "assets" / "openapi" / "httpbin.yaml", tmp_path / "httpbin.yaml")
+        document = ROOT / "planexec" / "demo" / "assets" / "openapi" / "httpbin.yaml"
+        shutil.copy(document, tmp_path / "httpbin.yaml")
         config = {
             "builtins": ["transform", "wait", "noop"],
             "http": {"allow_networks": ["127.0.0.1/32"], "allow_ports": [port]},
