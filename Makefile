@@ -55,6 +55,7 @@ test: lint typecheck
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make bench needs wrk (Debian package 'wrk')"; exit 1; }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,demo,bench]'
 	$(BIN)/python -m bench.run
 
 clean-data:
