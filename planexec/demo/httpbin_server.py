@@ -2,12 +2,14 @@
 
 ``with HttpbinServer() as httpbin: httpbin.base_url`` serves it on ``127.0.0.1`` and a free port
 with werkzeug's threaded server; ``start()`` / ``stop()`` do the same for fixtures. As a process:
-``python -m planexec.demo.httpbin_server --port N`` prints ``READY port=<port>`` once listening.
+``python -m planexec.demo.httpbin_server [--host H] --port N`` prints ``READY port=<port>`` once
+listening, and stops on SIGINT or SIGTERM (as PID 1 of a container, too).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import threading
 
 from httpbin import app
@@ -52,12 +54,24 @@ class HttpbinServer:
         self.stop()
 
 
-def main() -> None:
-    """Serve httpbin until interrupted (``--host``, ``--port``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``--host`` (default ``127.0.0.1``), ``--port`` (default 0: any free)."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="interface (0.0.0.0 in a container)")
     parser.add_argument("--port", type=int, default=0)
-    options = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve httpbin until interrupted (``--host``, ``--port``)."""
+    options = build_parser().parse_args(argv)
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # PID 1 of a container gets no default SIGTERM action: without a handler, `docker compose
+    # stop` would wait for its timeout and then kill.
+    signal.signal(signal.SIGTERM, interrupt)
     server = make_server(options.host, options.port, app, threaded=True)
     print(f"READY port={server.server_port}", flush=True)
     try:

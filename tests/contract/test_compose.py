@@ -3,7 +3,8 @@
 No Docker engine runs here: the files are parsed and checked against the settings classes, the
 ``planexec`` argument parser, the services' routes, the image's entrypoint and each other. Each
 check returns the problems it finds; the ``*_reports_*`` tests break a copy on purpose and
-assert the check says so. The Dockerfile and the build context: ``test_dockerfile.py``.
+assert the check says so. The Dockerfile and the build context: ``test_dockerfile.py``; the
+demo's services (httpbin, demo-init, demo), volume and catalog config: ``test_compose_demo.py``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,16 @@ SERVICE_SETTINGS: dict[str, type[CommonSettings]] = {
     "migrate": CommonSettings,
 }
 """The services run from the planexec image, and the settings class each one reads."""
-EXPECTED_SERVICES = {*SERVICE_SETTINGS, "postgres", "otel-collector", "jaeger"}
+DEMO_SERVICES = {
+    "httpbin": "planexec.demo.httpbin_server",
+    "demo-init": "planexec.demo",
+    "demo": "planexec.demo",
+}
+"""The demo's services, also run from the planexec image: service -> ``python -m`` module."""
+ENV_SETTINGS: dict[str, type[CommonSettings]] = SERVICE_SETTINGS | {"demo": CommonSettings}
+"""Service -> the settings class its ``PLANEXEC_*`` variables must be fields of (the demo
+reads ``CommonSettings`` for the database it creates its keys in)."""
+EXPECTED_SERVICES = {*SERVICE_SETTINGS, *DEMO_SERVICES, "postgres", "otel-collector", "jaeger"}
 LISTEN_FIELDS = {"planner": ("host", "port"), "executor": ("executor_host", "executor_port")}
 """Services that serve HTTP -> settings fields of their address (``--host``/``--port`` win)."""
 SERVICE_URLS = {
@@ -61,7 +71,7 @@ PER_PROCESS = {
     "PLANEXEC_STEP_CONCURRENCY",
 }
 """Variables the executor and the worker may set differently: none of them shapes the catalog."""
-ONE_SHOT = {"migrate"}
+ONE_SHOT = {"migrate", "demo-init", "demo"}
 NO_HEALTHCHECK = {"otel-collector": "the image is FROM scratch: no shell, curl or wget to probe"}
 REQUIRED_DEPENDENCIES = {
     ("migrate", "postgres"): "service_healthy",
@@ -71,6 +81,13 @@ REQUIRED_DEPENDENCIES = {
     ("worker", "migrate"): "service_completed_successfully",
     ("worker", "planner"): "service_healthy",
     ("worker", "executor"): "service_healthy",
+    # mcp-server-git starts only on an existing repository, which demo-init creates.
+    ("executor", "demo-init"): "service_completed_successfully",
+    ("worker", "demo-init"): "service_completed_successfully",
+    ("demo", "planner"): "service_healthy",
+    ("demo", "executor"): "service_healthy",
+    ("demo", "worker"): "service_healthy",
+    ("demo", "httpbin"): "service_healthy",
 }
 OTEL_SDK_VARIABLES = {
     "OTEL_SERVICE_NAME",
@@ -214,7 +231,7 @@ def env_problems(compose: Compose) -> list[str]:
         f"x-planexec-env: {k} is no CommonSettings field" for k in shared if k not in common
     ]
     for name, service in compose["services"].items():
-        cls = SERVICE_SETTINGS.get(name)
+        cls = ENV_SETTINGS.get(name)
         for key in environment(service):
             if cls is None and (key.startswith("PLANEXEC_") or key in OTEL_SDK_VARIABLES):
                 problems.append(f"{name}: {key} set on a service that is not planexec")
@@ -236,7 +253,7 @@ def healthcheck_problems(compose: Compose) -> list[str]:
         test = (check or {}).get("test")
         if not isinstance(test, list) or len(test) < 2 or test[0] not in {"CMD", "CMD-SHELL"}:
             problems.append(f"{name}: no healthcheck test command")
-        elif name in SERVICE_SETTINGS and test[:2] != ["CMD", "python"]:
+        elif "build" in service and test[:2] != ["CMD", "python"]:
             problems.append(f"{name}: python:3.11-slim has no curl or wget; probe with python")
         elif check.get("disable"):
             problems.append(f"{name}: healthcheck disabled")
@@ -356,7 +373,7 @@ def test_services_are_exactly_the_stack() -> None:
     compose = load_compose()
     assert set(compose["services"]) == EXPECTED_SERVICES
     built = {name for name, service in compose["services"].items() if "build" in service}
-    assert built == set(SERVICE_SETTINGS), "every planexec process runs the image built here"
+    assert built == {*SERVICE_SETTINGS, *DEMO_SERVICES}, "planexec processes run the image"
 
 
 @pytest.mark.parametrize(
@@ -479,6 +496,7 @@ def test_checks_report_broken_healthchecks_ports_and_dependencies() -> None:
     assert [p for p in dependency_problems(compose) if "jaeger" not in p] == [
         "executor waits for itself through a depends_on cycle",
         "planner waits for itself through a depends_on cycle",
+        "demo waits for worker to be healthy; it has no healthcheck",
         "worker must depend on executor with service_healthy",
     ]
     services["executor"]["ports"] = ["18200:8200"]

@@ -2,7 +2,8 @@
 
 No Docker engine runs here: the Dockerfile, ``.dockerignore``, ``pyproject.toml`` and the
 ``docker compose run`` command docker-compose.yml tells operators to run are parsed and checked
-against each other, the source tree and the ``planexec`` argument parser.
+against each other, the source tree and the ``planexec`` argument parser; the shell snippets of
+the Dockerfile that name paths run here, with this interpreter.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import argparse
 import fnmatch
 import json
 import re
+import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -25,6 +29,14 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+IMAGE_DEMO_ASSETS = "/opt/planexec/demo"
+"""Where the image links the installed ``planexec/demo/assets`` (the planner's demo dirs)."""
+IMAGE_DEMO_DATA = "/var/lib/planexec-demo"
+"""The demo data directory the image creates for the non-root user (compose mounts a volume)."""
+PIP_INSTALL = re.compile(
+    r"pip install (?:--\S+ )*[\"']?\.(?:\[(?P<extras>[\w,-]+)\])?[\"']?(?:\s|$)"
+)
+"""``pip install .`` or ``pip install ".[extra,...]"``: the project from the build context."""
 KEY_COMMAND = re.compile(r"docker compose run --rm (?:-T )?(?P<service>[\w-]+) (?P<args>[\w:. -]+)")
 """The command the message of a missing ``PLANEXEC_SERVICE_API_KEY`` tells operators to run."""
 
@@ -59,9 +71,97 @@ def test_dockerfile_runs_planexec_as_non_root_from_an_installed_project() -> Non
     assert final.get("USER", "root").split(":")[0] not in {"root", "0"}
     instructions = dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
     runs = [args for op, args in instructions if op == "RUN"]
-    assert any(re.search(r"pip install (--\S+ )*\.(\s|$)", run) for run in runs)
-    assert not any(re.search(r"\[test\]|pip install -e|apt-get install", run) for run in runs)
+    assert not any(re.search(r"pip install -e", run) for run in runs)
     assert "org.opencontainers.image.title" in final.get("LABEL", "")
+
+
+def installed_extras(runs: list[str]) -> set[str]:
+    """The extras of the ``pip install .[...]`` of the Dockerfile's RUN instructions.
+
+    Raises:
+        AssertionError: when no RUN installs the project from the build context.
+    """
+    installs = [m for run in runs for m in PIP_INSTALL.finditer(run)]
+    assert installs, "no RUN installs the project (pip install .)"
+    return {e for m in installs for e in (m["extras"] or "").split(",") if e}
+
+
+def apt_problems(runs: list[str]) -> list[str]:
+    """Debian packages: only git (mcp-server-git drives it), lean, and no apt lists kept."""
+    problems = []
+    for run in runs:
+        for command in re.split(r"&&|;", run):
+            words = command.split()
+            if words[:2] != ["apt-get", "install"]:
+                continue
+            packages = [w for w in words[2:] if not w.startswith("-")]
+            if packages != ["git"]:
+                problems.append(f"apt-get installs {packages}, not just git")
+            if "--no-install-recommends" not in words:
+                problems.append("apt-get install without --no-install-recommends")
+            if "rm -rf /var/lib/apt/lists/*" not in run:
+                problems.append("the apt lists stay in the image layer")
+    return problems
+
+
+def test_image_holds_the_demo_tool_servers_and_git() -> None:
+    instructions = dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
+    runs = [args for op, args in instructions if op == "RUN"]
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert installed_extras(runs) == {"demo"}  # never the test tooling
+    demo = {re.split(r"[<>=\[ ]", d)[0] for d in extras["demo"]}
+    assert {"mcp-server-git", "mcp-server-time", "httpbin"} <= demo
+    assert apt_problems(runs) == []
+    assert installed_extras(['pip install ".[demo,test]"']) == {"demo", "test"}
+    assert installed_extras(["/opt/planexec/bin/pip install ."]) == set()
+    assert apt_problems(["apt-get update && apt-get install -y git curl"]) == [
+        "apt-get installs ['git', 'curl'], not just git",
+        "apt-get install without --no-install-recommends",
+        "the apt lists stay in the image layer",
+    ]
+
+
+def demo_paths_run() -> str:
+    """The final stage's RUN that links the demo assets and creates the demo data directory."""
+    runs = [args for op, args in final_stage_instructions() if op == "RUN"]
+    (run,) = [run for run in runs if IMAGE_DEMO_ASSETS in run]
+    return run
+
+
+def final_stage_instructions() -> list[tuple[str, str]]:
+    """Every instruction of the last stage, in order."""
+    instructions = dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
+    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    return instructions[last_from:]
+
+
+def test_image_links_the_installed_demo_assets_and_owns_the_demo_data_directory() -> None:
+    run = demo_paths_run()
+    link, _, make_dir = run.partition("&&")
+    words = shlex.split(link, posix=True)
+    assert words[:2] == ["ln", "-s"] and words[-1] == IMAGE_DEMO_ASSETS
+    # The link target is a shell substitution: run its python snippet here. In an installed
+    # project it names site-packages/planexec/demo/assets; in this checkout, the source tree.
+    (snippet,) = re.findall(r"python -c '([^']+)'", link)
+    printed = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert Path(printed) == ROOT / "planexec" / "demo" / "assets"
+    assert (Path(printed) / "policies" / "demo.cedar").is_file()
+    assert shlex.split(make_dir) == [
+        "install",
+        "-d",
+        "-o",
+        "planexec",
+        "-g",
+        "planexec",
+        IMAGE_DEMO_DATA,
+    ]
+    # After the virtualenv is copied in (the snippet imports from it), before USER (as root).
+    final = final_stage_instructions()
+    at = final.index(("RUN", run))
+    assert any(op == "COPY" and "--from=build" in args for op, args in final[:at])
+    assert "USER" in [op for op, _ in final[at:]]
 
 
 def test_instructions_join_continuations_and_drop_comments() -> None:
