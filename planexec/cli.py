@@ -1,4 +1,8 @@
-"""The ``planexec`` command line: ``planner``, ``migrate``, ``keys``."""
+"""The ``planexec`` command line.
+
+Services: ``planner``, ``executor``, ``worker``, ``migrate``, ``keys``. For people (over HTTP):
+``plan``, ``runs list|show|watch``, ``approve``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from planexec.client import add_people_commands
 from planexec.settings import CommonSettings
 from shared_schemas import Role
 
@@ -231,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
+
+    add_people_commands(sub)
     return parser
 
 
