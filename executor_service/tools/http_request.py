@@ -2,14 +2,13 @@
 
 Every hop (the first request and each redirect) is checked by ``NetPolicy.check_url`` before
 it is sent, and every connection by ``GuardedNetworkBackend`` on the resolved address (issue 5,
-RELIABILITY S7, DESIGN §8). Response bodies are streamed and cut off at a size cap.
+RELIABILITY S7, DESIGN §8). Response bodies are streamed and cut off at a size cap; statuses
+and failures are classified by ``http_errors``, as for the tools imported from OpenAPI.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx2
@@ -17,6 +16,7 @@ import httpx2
 from shared_schemas import SideEffect, ToolSpec
 
 from .base import InvocationContext, ToolError, ToolResult
+from .http_errors import http_status_error, read_body, request_error
 from .netguard import BlockedTargetError, NetPolicy, make_guarded_client
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
@@ -37,7 +37,6 @@ HOP_BY_HOP_HEADERS = frozenset(
 """RFC 9110 §7.6.1 connection-specific fields, dropped from caller headers."""
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 """Dropped when a redirect leaves the original origin (as browsers and httpx do)."""
-ERROR_EXCERPT_BYTES = 2048
 
 INPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -70,30 +69,6 @@ OUTPUT_SCHEMA: dict[str, Any] = {
 }
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Read a ``Retry-After`` value (RFC 9110 §10.2.3) as seconds from ``now``.
-
-    Args:
-        value: Delay in whole seconds (``"3"``) or an HTTP-date; ``None`` when absent.
-        now: Current time (UTC) for the HTTP-date form; the system clock by default.
-
-    Returns:
-        Seconds to wait, at least 0, or ``None`` when absent or unparsable.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 def _request_headers(args: dict[str, Any], ctx: InvocationContext) -> dict[str, str]:
     headers: dict[str, str] = {}
     supplied: dict[str, str] = args.get("headers") or {}
@@ -117,15 +92,6 @@ def _request_headers(args: dict[str, Any], ctx: InvocationContext) -> dict[str, 
     if ctx.traceparent:
         headers["traceparent"] = ctx.traceparent  # W3C Trace Context
     return headers
-
-
-def _blocked(exc: BlockedTargetError) -> ToolError:
-    return ToolError(
-        str(exc),
-        retryable=False,
-        code="blocked_target",
-        details={"reason": exc.reason, "target": exc.target},
-    )
 
 
 class HttpRequestTool:
@@ -196,17 +162,9 @@ class HttpRequestTool:
         """
         try:
             return await self._invoke(args, ctx)
-        except BlockedTargetError as exc:  # raised by the transport at connect time
-            raise _blocked(exc) from exc
-        except httpx2.DecodingError as exc:  # e.g. a body that is not the gzip it claims
-            raise ToolError(
-                f"undecodable response: {exc!r}", retryable=False, code="bad_response"
-            ) from exc
-        except httpx2.TimeoutException as exc:
-            raise ToolError(f"timed out: {exc!r}", retryable=True, code="timeout") from exc
-        except httpx2.TransportError as exc:
-            message = f"connection failed: {exc!r}"
-            raise ToolError(message, retryable=True, code="connection_error") from exc
+        # BlockedTargetError is raised by the transport at connect time too.
+        except (BlockedTargetError, httpx2.DecodingError, httpx2.TransportError) as exc:
+            raise request_error(exc) from exc
 
     async def _invoke(self, args: dict[str, Any], ctx: InvocationContext) -> ToolResult:
         method = str(args.get("method", "GET")).upper()
@@ -232,14 +190,19 @@ class HttpRequestTool:
             try:
                 location = response.headers.get("location")
                 if response.status_code not in REDIRECT_STATUSES or location is None:
-                    body = await self._read(response, ctx)
+                    body = await read_body(
+                        response,
+                        max_bytes=self._max_response_bytes,
+                        attempt=ctx.attempt,
+                        excerpt=response.status_code >= 400,
+                    )
                     return self._result(response, body, ctx, redirects=hop)
             finally:
                 await response.aclose()
             try:
                 next_url = self._check(url.join(location))
             except httpx2.InvalidURL:
-                raise _blocked(BlockedTargetError("invalid_url", location)) from None
+                raise request_error(BlockedTargetError("invalid_url", location)) from None
             if response.status_code == 303 or (
                 response.status_code in {301, 302} and method == "POST"
             ):  # RFC 9110 §15.4.2-4: the follow-up is a GET without the body
@@ -260,39 +223,7 @@ class HttpRequestTool:
         try:
             return self._policy.check_url(url)
         except BlockedTargetError as exc:
-            raise _blocked(exc) from exc
-
-    async def _read(self, response: httpx2.Response, ctx: InvocationContext) -> bytes:
-        """Read the body up to the cap (the error excerpt size for error statuses)."""
-        failed = response.status_code >= 400
-        cap = ERROR_EXCERPT_BYTES if failed else self._max_response_bytes
-        declared = response.headers.get("content-length", "")
-        too_long = declared.isdigit() and int(declared) > cap
-        if not failed and too_long and response.request.method != "HEAD":
-            raise self._too_large(response, ctx, int(declared))
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > cap:
-                if failed:
-                    break  # an excerpt is enough to report the error
-                raise self._too_large(response, ctx, size)
-        return b"".join(chunks)[:cap]
-
-    def _too_large(self, response: httpx2.Response, ctx: InvocationContext, size: int) -> ToolError:
-        return ToolError(
-            f"response larger than {self._max_response_bytes} bytes",
-            retryable=False,
-            code="response_too_large",
-            details={
-                "url": str(response.url),
-                "limit_bytes": self._max_response_bytes,
-                "seen_bytes": size,
-                "attempt": ctx.attempt,
-            },
-        )
+            raise request_error(exc) from exc
 
     def _result(
         self, response: httpx2.Response, body: bytes, ctx: InvocationContext, *, redirects: int
@@ -300,21 +231,7 @@ class HttpRequestTool:
         status = response.status_code
         text = body.decode(response.encoding or "utf-8", errors="replace")
         if status >= 400:
-            retryable = status in {408, 429} or status >= 500
-            raise ToolError(
-                f"HTTP {status} from {response.url}",
-                retryable=retryable,
-                code="http_retryable" if retryable else "http_4xx",
-                retry_after_s=parse_retry_after(response.headers.get("retry-after"))
-                if retryable
-                else None,
-                details={
-                    "status": status,
-                    "url": str(response.url),
-                    "body_excerpt": text,
-                    "attempt": ctx.attempt,
-                },
-            )
+            raise http_status_error(response, text, attempt=ctx.attempt)
         output: dict[str, Any] = {
             "status": status,
             "headers": {

@@ -9,8 +9,6 @@ again.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx2
@@ -20,6 +18,9 @@ from openai import AsyncOpenAI
 from shared_schemas import ToolSpec
 
 from .base import InvocationContext, ToolError, ToolResult
+from .http_errors import parse_retry_after
+
+__all__ = ["LLM_COMPLETE_SPEC", "LlmCompleteTool", "parse_retry_after", "tool_error_from_openai"]
 
 LLM_COMPLETE_SPEC = ToolSpec(
     name="llm.complete",
@@ -48,36 +49,14 @@ LLM_COMPLETE_SPEC = ToolSpec(
 _MESSAGE_LIMIT = 300
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header value (RFC 9110 §10.2.3).
-
-    The value is either whole seconds (``1*DIGIT``) or an HTTP-date; a date in the past gives
-    0. Same rules as ``http_request.parse_retry_after``.
-
-    Returns:
-        Seconds (>= 0), or None when the value is absent or neither form.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isascii() and text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 def tool_error_from_openai(exc: openai.APIError) -> ToolError:
     """Map an ``openai`` error to a ``ToolError`` (retry rules of DESIGN §6).
 
     Timeouts and connection errors, HTTP 408, 409, 429 and 5xx are retryable, with
-    ``retry_after_s`` from the response's ``Retry-After``; other 4xx and undecodable responses
-    are not. Codes: ``llm_timeout``, ``llm_unavailable``, ``llm_rate_limited``,
-    ``llm_server_error``, ``llm_rejected``, ``llm_bad_response``.
+    ``retry_after_s`` from the response's ``Retry-After`` (read by ``parse_retry_after``, the
+    same rules as the HTTP tools); other 4xx and undecodable responses are not. Codes:
+    ``llm_timeout``, ``llm_unavailable``, ``llm_rate_limited``, ``llm_server_error``,
+    ``llm_rejected``, ``llm_bad_response``.
     """
     if isinstance(exc, openai.APITimeoutError):
         return ToolError(

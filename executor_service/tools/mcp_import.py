@@ -48,7 +48,7 @@ from shared_schemas import SideEffect, ToolSpec
 from shared_schemas.tool import TOOL_NAME_PATTERN
 
 from .base import InvocationContext, ToolAdapter, ToolError, ToolResult
-from .openapi_import import screen_description
+from .descriptions import screen_description
 
 TEXT_OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",

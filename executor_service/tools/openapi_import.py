@@ -10,24 +10,27 @@ The document is untrusted input (RELIABILITY S10, P4):
   ``MAX_SCHEMA_NODES`` nodes skips its operation; each with a warning.
 * YAML anchors and aliases are refused when loading, so a document cannot expand exponentially.
 * Descriptions are data, never instructions: they are kept and quoted by the planner, but one that
-  matches ``INJECTION_PATTERNS`` is flagged (a warning) and cut to ``FLAGGED_DESCRIPTION_CHARS``.
+  matches ``INJECTION_PATTERNS`` is flagged (a warning) and cut to ``FLAGGED_DESCRIPTION_CHARS``
+  (``descriptions.screen_description``).
 
 OpenAPI 3.0 Schema Objects are rewritten into JSON Schema 2020-12 (OpenAPI 3.1 schemas already
 are): ``nullable: true`` adds ``"null"`` to ``type`` (or, on a typeless schema with other
 keywords such as a nullable ``allOf``, wraps it in ``anyOf`` with a null schema),
 ``exclusiveMinimum: true`` with ``minimum: x`` becomes ``exclusiveMinimum: x`` (likewise for the
 maximum), ``example`` becomes ``examples``; OpenAPI-only keywords and ``x-`` extensions are dropped.
+
+The tools themselves (``OpenApiTool``: how a call is sent and its response classified) are in
+``openapi_tool``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx2
 import pydantic
@@ -36,40 +39,30 @@ import yaml
 from shared_schemas import SideEffect, ToolSpec
 from shared_schemas.tool import TOOL_NAME_PATTERN
 
-from .base import InvocationContext, ToolAdapter, ToolError, ToolResult
-from .http_request import ERROR_EXCERPT_BYTES, parse_retry_after
-from .netguard import BlockedTargetError
+from .base import ToolAdapter
+from .descriptions import (
+    FLAGGED_DESCRIPTION_CHARS,
+    INJECTION_PATTERNS,
+    MAX_DESCRIPTION_CHARS,
+    screen_description,
+)
+from .openapi_tool import OpenApiTool, Parameter
 
-FLAGGED_DESCRIPTION_CHARS = 1000
-"""Length a flagged description is cut to, in characters."""
-MAX_DESCRIPTION_CHARS = 4000
-"""Length any description is cut to, in characters (``ToolSpec`` allows 8,192)."""
+__all__ = [
+    "FLAGGED_DESCRIPTION_CHARS",
+    "INJECTION_PATTERNS",
+    "MAX_DESCRIPTION_CHARS",
+    "MAX_SCHEMA_NODES",
+    "ImportResult",
+    "OpenApiTool",
+    "Parameter",
+    "import_openapi",
+    "load_openapi_file",
+    "screen_description",
+]
+
 MAX_SCHEMA_NODES = 10_000
 """Most schema nodes an operation may inline; bounds exponential ``$ref`` fan-out."""
-INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (label, re.compile(regex, re.IGNORECASE))
-    for label, regex in (
-        # OWASP LLM01:2025 examples and AgentDojo's "important_instructions" attack text.
-        (
-            "ignore-previous",
-            r"\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|earlier)\b",
-        ),
-        ("new-instructions", r"\bnew instructions\b"),
-        ("system-prompt", r"\bsystem prompt\b"),
-        ("you-must", r"\byou (must|should always|are required to)\b"),
-        # Tag-wrapped directives: AgentDojo <INFORMATION>, Invariant Labs' MCP tool-poisoning
-        # notice (2025) <IMPORTANT>, and the <instructions>/<system> forms.
-        ("directive-tag", r"<\s*/?\s*(instructions?|system|important|information)\s*>"),
-        # Invariant Labs: "Before using this tool, read ... Do not mention that ...".
-        ("conceal", r"\bdo not (tell|mention|inform|reveal)\b"),
-        ("before-using", r"\bbefore using this tool\b"),
-    )
-)
-"""Patterns of text that address the model instead of describing the tool (label, regex)."""
-_INVISIBLE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\U000e0000-\U000e007f]"
-)
-"""Control, zero-width, bidi-override and Unicode tag characters (hidden-text smuggling)."""
 
 _SIDE_EFFECTS = {
     "get": SideEffect.READ,
@@ -108,22 +101,6 @@ class ImportResult:
     """One adapter per imported operation, in document order."""
     warnings: list[str] = field(default_factory=list)
     """Human-readable notes: skipped operations, flagged descriptions, bounded ``$ref``s."""
-
-
-def screen_description(text: str) -> tuple[str, str | None]:
-    """Clean a description and say whether it looks like a prompt injection (RELIABILITY P4).
-
-    Invisible characters (controls, zero-width, bidi overrides, Unicode tags) become spaces.
-
-    Returns:
-        ``(text, None)`` cut to ``MAX_DESCRIPTION_CHARS``, or ``(text, label)`` cut to
-        ``FLAGGED_DESCRIPTION_CHARS`` when a pattern of ``INJECTION_PATTERNS`` matched.
-    """
-    cleaned = _INVISIBLE.sub(" ", text).strip()
-    for label, pattern in INJECTION_PATTERNS:
-        if pattern.search(cleaned):
-            return cleaned[:FLAGGED_DESCRIPTION_CHARS], label
-    return cleaned[:MAX_DESCRIPTION_CHARS], None
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -281,13 +258,11 @@ class _Importer:
         required: list[str] = []
         params = self._parameters(item, op, properties, required)
         has_body = self._body(op, properties, required)
-        description, label = screen_description(
+        description = self._text(  # self._where is the tool name: the same warning
             f"{method.upper()} {path}"
             + (f": {op['summary']}" if isinstance(op.get("summary"), str) else "")
             + (f"\n\n{op['description']}" if isinstance(op.get("description"), str) else "")
         )
-        if label:
-            self.warnings.append(f"{name}: description flagged ({label}); cut to its first part")
         input_schema = {"type": "object", "properties": properties, "required": required}
         try:
             return (
@@ -494,190 +469,3 @@ def _json_media(content: dict[str, Any]) -> dict[str, Any] | None:
         if (base == "application/json" or base.endswith("+json")) and isinstance(media, dict):
             return media
     return None
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """One operation parameter, as ``OpenApiTool`` sends it."""
-
-    name: str
-    location: str
-    """``path``, ``query`` or ``header``."""
-    required: bool
-    explode: bool
-    """Query arrays: repeat the name per item (``form`` style, the default) or join with ``,``."""
-
-
-class OpenApiTool:
-    """One imported operation (a ``ToolAdapter``).
-
-    ``invoke`` fills the path template with percent-encoded args (``/`` included, and a value of
-    ``.`` or ``..`` refused, so an arg cannot change the path), adds query and header args, sends
-    the ``body`` arg as JSON, and sends ``Idempotency-Key`` (and ``traceparent``). Redirects are
-    not followed. Output: the parsed JSON body, or ``{"text": ...}`` for a non-JSON response.
-
-    Errors (``ToolError.code``): ``invalid_args``, ``blocked_target``, ``response_too_large``,
-    ``invalid_response`` (a JSON content type with a body that is not JSON), ``http_redirect`` and
-    ``http_4xx`` (not retryable; ``details.status``), ``http_retryable`` for 408, 429 and 5xx
-    (``retry_after_s`` from ``Retry-After``), ``timeout`` and ``connection_error`` (retryable).
-    """
-
-    def __init__(
-        self,
-        spec: ToolSpec,
-        *,
-        method: str,
-        path: str,
-        parameters: list[Parameter],
-        has_body: bool,
-        base_url: str,
-        client: httpx2.AsyncClient,
-        max_response_bytes: int,
-    ) -> None:
-        """Build the adapter; see ``import_openapi`` for the arguments."""
-        self._spec = spec
-        self._method = method
-        self._path = path
-        self._parameters = parameters
-        self._has_body = has_body
-        self._base_url = base_url.rstrip("/")
-        self._client = client
-        self._max_response_bytes = max_response_bytes
-
-    @property
-    def spec(self) -> ToolSpec:
-        """The tool's catalog entry."""
-        return self._spec
-
-    async def invoke(self, args: dict[str, Any], ctx: InvocationContext) -> ToolResult:
-        """Send the operation's request and classify the response.
-
-        Raises:
-            ToolError: See the class docstring for the codes.
-        """
-        request = self._request(args, ctx)
-        try:
-            response = await self._client.send(request, stream=True, follow_redirects=False)
-            try:
-                return await self._result(response, ctx)
-            finally:
-                await response.aclose()
-        except BlockedTargetError as exc:
-            details = {"reason": exc.reason, "target": exc.target}
-            raise ToolError(
-                str(exc), retryable=False, code="blocked_target", details=details
-            ) from exc
-        except httpx2.TimeoutException as exc:
-            raise ToolError(f"timed out: {exc!r}", retryable=True, code="timeout") from exc
-        except httpx2.TransportError as exc:
-            message = f"connection failed: {exc!r}"
-            raise ToolError(message, retryable=True, code="connection_error") from exc
-
-    def _request(self, args: dict[str, Any], ctx: InvocationContext) -> httpx2.Request:
-        path = self._path
-        query: list[tuple[str, str | int | float | bool | None]] = []
-        headers = {"Accept": "application/json", "Idempotency-Key": ctx.idempotency_key}
-        if ctx.traceparent:
-            headers["traceparent"] = ctx.traceparent  # W3C Trace Context
-        for param in self._parameters:
-            if param.name not in args:
-                if param.required:
-                    raise _invalid(f"missing required {param.location} parameter {param.name!r}")
-                continue
-            values = _strings(param.name, args[param.name])
-            if param.location == "path":
-                if any(v in {".", ".."} for v in values):
-                    raise _invalid(f"path parameter {param.name!r} may not be '.' or '..'")
-                segment = ",".join(quote(v, safe="") for v in values)
-                path = path.replace("{" + param.name + "}", segment)
-            elif param.location == "query":
-                pairs = [(param.name, v) for v in values]
-                query += pairs if param.explode else [(param.name, ",".join(values))]
-            elif any(c in value for value in values for c in "\r\n\x00"):
-                raise _invalid(f"header parameter {param.name!r} may not contain CR, LF or NUL")
-            else:
-                headers[param.name] = ",".join(values)
-        content: bytes | None = None
-        if self._has_body and "body" in args:
-            content = json.dumps(args["body"], separators=(",", ":")).encode()
-            headers["Content-Type"] = "application/json"
-        return self._client.build_request(
-            self._method,
-            self._base_url + path,
-            params=query,
-            headers=headers,
-            content=content,
-            timeout=ctx.timeout_s,
-        )
-
-    async def _result(self, response: httpx2.Response, ctx: InvocationContext) -> ToolResult:
-        status = response.status_code
-        failed = status >= 300
-        cap = ERROR_EXCERPT_BYTES if failed else self._max_response_bytes
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > cap:
-                if failed:
-                    break
-                raise ToolError(
-                    f"response larger than {cap} bytes",
-                    retryable=False,
-                    code="response_too_large",
-                    details={"limit_bytes": cap, "seen_bytes": len(body), "attempt": ctx.attempt},
-                )
-        text = bytes(body[:cap]).decode(response.encoding or "utf-8", errors="replace")
-        if failed:
-            raise _http_error(response, text, ctx)
-        usage = {"bytes": len(body), "status": status}
-        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if (content_type == "application/json" or content_type.endswith("+json")) and body:
-            try:
-                return ToolResult(output=json.loads(body), usage=usage)
-            except ValueError as exc:
-                message = f"{content_type} response is not JSON"
-                raise ToolError(message, retryable=False, code="invalid_response") from exc
-        return ToolResult(output={"text": text}, usage=usage)
-
-
-def _invalid(message: str) -> ToolError:
-    return ToolError(message, retryable=False, code="invalid_args")
-
-
-def _strings(name: str, value: Any) -> list[str]:
-    """A parameter value as strings: scalars as one, arrays of scalars as one per item."""
-    items = value if isinstance(value, list) else [value]
-    out: list[str] = []
-    for item in items:
-        if isinstance(item, bool):
-            out.append("true" if item else "false")
-        elif isinstance(item, int | float | str):
-            out.append(str(item))
-        else:
-            raise _invalid(f"parameter {name!r} must be a scalar or an array of scalars")
-    return out
-
-
-def _http_error(response: httpx2.Response, excerpt: str, ctx: InvocationContext) -> ToolError:
-    status = response.status_code
-    details = {"status": status, "url": str(response.url), "body_excerpt": excerpt}
-    details["attempt"] = ctx.attempt
-    if status < 400:
-        details["location"] = response.headers.get("location", "")
-        return ToolError(
-            f"HTTP {status} redirect not followed",
-            retryable=False,
-            code="http_redirect",
-            details=details,
-        )
-    if status in {408, 429} or status >= 500:
-        return ToolError(
-            f"HTTP {status} from {response.url}",
-            retryable=True,
-            code="http_retryable",
-            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
-            details=details,
-        )
-    return ToolError(
-        f"HTTP {status} from {response.url}", retryable=False, code="http_4xx", details=details
-    )
