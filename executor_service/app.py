@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from planexec.auth import ApiKeyStore
 from planexec.db import create_engine, database_url_for
 from planexec.db.pg import create_pool
+from planexec.telemetry import install_metrics_route, setup_telemetry
 from planexec.web import BodyLimitMiddleware, install_problem_handlers
 from planexec.web.openapi import document_problem_schema
 
@@ -62,6 +63,7 @@ def planner_client(settings: ExecutorSettings) -> PlannerClient | None:
 
 def create_app(settings: ExecutorSettings) -> FastAPI:
     """Build the executor API from ``settings``; resources open and close with its lifespan."""
+    telemetry = setup_telemetry("planexec-executor", settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +71,7 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
         engine = create_engine(
             url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
         )
+        telemetry.instrument_engine(engine)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)
             app.state.engine = engine
@@ -109,5 +112,7 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(runs.router)
+    install_metrics_route(app)
+    telemetry.instrument_app(app)
     document_problem_schema(app)
     return app

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import httpx2
+from opentelemetry import trace
 
+from planexec.telemetry import TRACER, context_from_traceparent
 from shared_schemas import Plan, PolicyDecision
 
 
@@ -39,13 +42,27 @@ class PlannerClient:
     async def claim(
         self, worker: str, *, max_items: int, lease_s: float, wait_s: float
     ) -> list[DispatchedPlan]:
-        """Claim queued plans, long-polling up to ``wait_s`` seconds.
+        """Claim queued plans, long-polling up to ``wait_s`` seconds (``dispatch.claim`` span).
+
+        The span links to the trace of each claimed plan (its ``traceparent``).
 
         Raises:
             PlannerUnavailableError: on a connection error or a 5xx.
         """
         body = {"worker": worker, "max_items": max_items, "lease_s": lease_s, "wait_s": wait_s}
-        data = (await self._send("POST", "/v1/dispatch/claim", json=body)).json()
+        attributes = {"planexec.worker": worker}
+        with TRACER.start_as_current_span("dispatch.claim", attributes=attributes) as span:
+            data = (await self._send("POST", "/v1/dispatch/claim", json=body)).json()
+            claimed = self._claimed(data)
+            span.set_attribute("planexec.dispatch.claimed", len(claimed))
+            for item in claimed:
+                parent = context_from_traceparent(item.plan.traceparent)
+                if parent is not None:
+                    span.add_link(trace.get_current_span(parent).get_span_context())
+            return claimed
+
+    @staticmethod
+    def _claimed(data: dict[str, Any]) -> list[DispatchedPlan]:
         return [
             DispatchedPlan(
                 plan=Plan.model_validate(item["plan"]),

@@ -11,6 +11,7 @@ import structlog
 from planexec.db import create_engine, database_url_for
 from planexec.db.notify import Notifier
 from planexec.db.pg import create_pool
+from planexec.telemetry import serve_metrics, setup_telemetry
 
 from .app import http_config, llm_config, planner_client
 from .engine.driver import DriverConfig
@@ -26,7 +27,11 @@ async def run_worker(settings: ExecutorSettings, *, concurrency: int | None = No
     """Run one worker until SIGTERM/SIGINT, then drain (``settings.drain_s``).
 
     A signal that arrives while the worker is still starting stops it as soon as it is up.
+    Prometheus ``/metrics`` is served on ``settings.metrics_port`` when set.
     """
+    telemetry = setup_telemetry("planexec-worker", settings)
+    if settings.metrics_port is not None:
+        serve_metrics(settings.metrics_host, settings.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -35,6 +40,7 @@ async def run_worker(settings: ExecutorSettings, *, concurrency: int | None = No
     engine = create_engine(
         url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
     )
+    telemetry.instrument_engine(engine)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         registry = await build_registry(

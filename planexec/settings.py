@@ -48,6 +48,15 @@ class CommonSettings(BaseSettings):
     """Emit logs as JSON lines (false: human-readable console lines)."""
     docs_enabled: bool = True
     """Serve ``/docs`` and ``/openapi.json``."""
+    otel_exporter: Literal["none", "console", "otlp", "memory"] | None = None
+    """Where spans go: ``otlp`` (OTLP/HTTP, configured by the standard ``OTEL_EXPORTER_OTLP_*``
+    variables), ``console``, ``memory`` (tests) or ``none``; unset = ``otlp`` when
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else ``none``."""
+    metrics_host: str = "127.0.0.1"
+    """Interface of the Prometheus ``/metrics`` listener of a worker process."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of a worker process's Prometheus ``/metrics`` listener (unset = none; the planner
+    and the executor API serve ``/metrics`` on their own port)."""
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Self:

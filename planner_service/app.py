@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from planexec.auth import ApiKeyStore
 from planexec.db import create_engine, database_url_for
 from planexec.db.notify import Notifier
+from planexec.telemetry import install_metrics_route, setup_telemetry
 from planexec.web import BodyLimitMiddleware, install_problem_handlers
 from planexec.web.openapi import document_problem_schema
 
@@ -42,6 +43,7 @@ an RFC 9457 `application/problem+json` body with a stable `type`.
 
 def create_app(settings: PlannerSettings) -> FastAPI:
     """Build the planner app from ``settings``; resources open and close with its lifespan."""
+    telemetry = setup_telemetry("planexec-planner", settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,6 +51,7 @@ def create_app(settings: PlannerSettings) -> FastAPI:
         engine = create_engine(
             url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
         )
+        telemetry.instrument_engine(engine)
         app.state.engine = engine
         app.state.key_store = ApiKeyStore(engine, cache_ttl_s=settings.auth_cache_ttl_s)
         app.state.plan_store = PlanStore(engine)
@@ -119,6 +122,8 @@ def create_app(settings: PlannerSettings) -> FastAPI:
     app.include_router(plans.router)
     app.include_router(catalog_api.router)
     app.include_router(dispatch.router)
+    install_metrics_route(app)
+    telemetry.instrument_app(app)
     document_problem_schema(app)
     return app
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Span
 
 from planexec.errors import (
     ConflictError,
@@ -23,6 +24,7 @@ from planexec.errors import (
     RequestValidationFailedError,
     ServiceUnavailableError,
 )
+from planexec.telemetry import METRICS, TRACER, current_traceparent
 from shared_schemas import (
     CanonicalJSONError,
     Decision,
@@ -64,6 +66,9 @@ REPAIRABLE_BACKENDS = frozenset({"openai"})
 
 NEW_SIDE_EFFECT_RULE = "planexec.revision.new-side-effect"
 """Rule id recorded when a failure-driven revision adds a side-effecting call."""
+
+GEN_AI_OPERATION = {"openai": "chat", "template": "plan_template", "draft": "plan_draft"}
+"""``gen_ai.operation.name`` of a ``plan.generate`` span per backend (OTel GenAI conventions)."""
 
 
 @dataclass(frozen=True)
@@ -241,7 +246,9 @@ class PlanService:
     async def create(
         self, principal: Principal, request: PlanInput, idempotency_key: str | None
     ) -> tuple[StoredVersion, bool]:
-        """Make, check and store version 1 of a new plan.
+        """Make, check and store version 1 of a new plan, in a ``plan.create`` span.
+
+        The plan records that span's W3C ``traceparent``: its runs continue the trace.
 
         Returns:
             The stored version and whether it was replayed for a repeated idempotency key.
@@ -251,6 +258,12 @@ class PlanService:
             IdempotencyKeyReusedError: the key was used with a different body.
             ServiceUnavailableError: the backend or the catalog is unavailable.
         """
+        with TRACER.start_as_current_span("plan.create"):
+            return await self._create(principal, request, idempotency_key)
+
+    async def _create(
+        self, principal: Principal, request: PlanInput, idempotency_key: str | None
+    ) -> tuple[StoredVersion, bool]:
         self.check_input(request.intent, request.context, request.draft)
         backend = self._backend(request.backend, request.draft is not None)
         if idempotency_key is not None:
@@ -313,6 +326,7 @@ class PlanService:
             if replay is None:
                 raise ConflictError("a concurrent request is creating this plan; retry")
             return replay, True
+        _count(stored)
         _log.info(
             "plan_created",
             plan_id=str(plan.plan_id),
@@ -327,7 +341,7 @@ class PlanService:
     async def revise(
         self, principal: Principal, plan_id: uuid.UUID, request: RevisionInput
     ) -> StoredVersion:
-        """Make version n+1 of a plan from edits or from a failure context.
+        """Make version n+1 of a plan from edits or from a failure context (``plan.create`` span).
 
         Raises:
             NotFoundError: no such plan for the caller's tenant.
@@ -335,6 +349,14 @@ class PlanService:
             RequestValidationFailedError: neither a draft nor a failure context was given, or
                 the plan's backend cannot regenerate.
         """
+        with TRACER.start_as_current_span(
+            "plan.create", attributes={"planexec.plan.id": str(plan_id)}
+        ):
+            return await self._revise(principal, plan_id, request)
+
+    async def _revise(
+        self, principal: Principal, plan_id: uuid.UUID, request: RevisionInput
+    ) -> StoredVersion:
         base = await self._store.get_version(principal.tenant, plan_id)
         if base is None:
             raise NotFoundError(f"plan {plan_id} not found")
@@ -392,6 +414,7 @@ class PlanService:
         stored = await self._store.create_version(new)
         if stored is None:
             raise ConflictError(f"plan {plan_id} was revised concurrently; retry")
+        _count(stored)
         return stored
 
     async def _replay(self, tenant: str, key: str, request_hash: str) -> StoredVersion | None:
@@ -430,12 +453,21 @@ class PlanService:
         self, draft: PlanDraft, catalog: ToolCatalog, principal: Principal, options: PlanOptions
     ) -> tuple[ValidationReport, list[PolicyDecision]]:
         tools = {t.name: t for t in catalog.tools}
-        report = validate_plan(
-            draft, tools, self._limits, safe_mode=options.safe_mode, budget_usd=options.budget_usd
-        )
-        decisions = self._policy.evaluate(
-            draft.steps, tools, principal, safe_mode=options.safe_mode
-        )
+        with TRACER.start_as_current_span("plan.validate"):
+            report = validate_plan(
+                draft,
+                tools,
+                self._limits,
+                safe_mode=options.safe_mode,
+                budget_usd=options.budget_usd,
+            )
+        with TRACER.start_as_current_span("policy.evaluate"):
+            decisions = self._policy.evaluate(
+                draft.steps, tools, principal, safe_mode=options.safe_mode
+            )
+        for d in decisions:
+            if d.decision is Decision.DENY:
+                METRICS.policy_denials.add(1, {"gen_ai.tool.name": d.tool})
         return report, decisions
 
     def _from_cache(
@@ -483,8 +515,14 @@ class PlanService:
         attempts: list[NewAttempt] = []
         planner = PlannerInfo(backend=backend.name)
         for _ in range(rounds):
+            if prior:
+                METRICS.repairs.add(1, {"planexec.planner.backend": backend.name})
             try:
-                generation = await backend.generate(request, prior)
+                with TRACER.start_as_current_span(
+                    "plan.generate", attributes=_generate_attributes(backend)
+                ) as span:
+                    generation = await backend.generate(request, prior)
+                    _usage_attributes(span, generation.attempt)
             except NoMatchingTemplateError as exc:
                 issue = ValidationIssue(code=IssueCode.GENERATION_FAILED, message=str(exc))
                 attempts.append(self._attempt(AttemptRecord(backend=backend.name), [issue]))
@@ -558,6 +596,7 @@ class PlanService:
             catalog_version=catalog.catalog_version,
             policy_version=self._policy.policy_version,
             planner=outcome.planner,
+            traceparent=current_traceparent(),
         )
         try:
             return seal(plan, self._key)
@@ -580,3 +619,32 @@ class PlanService:
                 "budget_usd": options.budget_usd,
             },
         )
+
+
+def _count(stored: StoredVersion) -> None:
+    """Count a stored plan version by status and record its length (``planexec.plans``)."""
+    METRICS.plans.add(1, {"planexec.plan.status": stored.status})
+    METRICS.plan_steps.record(len(stored.plan.steps))
+
+
+def _generate_attributes(backend: PlannerBackend) -> dict[str, str]:
+    """OTel GenAI request attributes of a ``plan.generate`` span for ``backend``."""
+    attributes = {
+        "gen_ai.operation.name": GEN_AI_OPERATION.get(backend.name, backend.name),
+        "gen_ai.provider.name": "openai" if backend.name == "openai" else "planexec",
+        "planexec.planner.backend": backend.name,
+    }
+    model = getattr(backend, "model", None)
+    if isinstance(model, str):
+        attributes["gen_ai.request.model"] = model
+    return attributes
+
+
+def _usage_attributes(span: Span, attempt: AttemptRecord) -> None:
+    """OTel GenAI response attributes (model, token usage) of a generation, when known."""
+    if attempt.model is not None:
+        span.set_attribute("gen_ai.response.model", attempt.model)
+    if attempt.input_tokens is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", attempt.input_tokens)
+    if attempt.output_tokens is not None:
+        span.set_attribute("gen_ai.usage.output_tokens", attempt.output_tokens)

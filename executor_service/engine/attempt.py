@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from opentelemetry.trace import StatusCode
 
+from planexec.telemetry import METRICS, TRACER
 from shared_schemas import Step
 
 from ..domain.transitions import Failed, Failure, Succeeded
@@ -41,8 +43,37 @@ async def run_attempt(
 
     The timeout is enforced with asyncio cancellation (``asyncio.timeout``); a timed-out
     attempt is retryable. Output is checked against the tool's ``output_schema``, the step's
-    ``success_criteria`` and ``max_output_bytes`` (compact JSON).
+    ``success_criteria`` and ``max_output_bytes`` (compact JSON). Runs in a ``step.attempt``
+    span (OTel GenAI ``execute_tool``) and records ``planexec.step.duration`` / ``.failures``.
     """
+    tool_attr = {"gen_ai.tool.name": step.tool}
+    with TRACER.start_as_current_span(
+        "step.attempt",
+        attributes={
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": step.tool,
+            "planexec.step.id": step.id,
+            "planexec.attempt": ctx.attempt,
+        },
+    ) as span:
+        result = await _attempt(step, tool, args, ctx, max_output_bytes=max_output_bytes)
+        METRICS.step_duration.record(result.duration_s, tool_attr)
+        if isinstance(result.outcome, Failed):
+            code = result.outcome.failure.code
+            span.set_status(StatusCode.ERROR, code)
+            span.set_attribute("error.type", code)
+            METRICS.step_failures.add(1, {**tool_attr, "error.type": code})
+        return result
+
+
+async def _attempt(
+    step: Step,
+    tool: ToolAdapter,
+    args: dict[str, Any],
+    ctx: InvocationContext,
+    *,
+    max_output_bytes: int,
+) -> AttemptResult:
     started = time.perf_counter()
     attempt = ctx.attempt
     try:

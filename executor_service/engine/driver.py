@@ -12,12 +12,13 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
+from planexec.telemetry import APPROVALS, METRICS, TRACER, context_from_traceparent, trace_id_of
 from shared_schemas import Step
 
 from ..domain.arguments import RefResolutionError, idempotency_key, resolve_args
@@ -102,7 +103,12 @@ class RunDriver:
         self._cancel = claimed.cancel_requested
         self._approvals_seen = 0
         self._draining = False
+        self._trace_id: str | None = None
         self._load()
+        # Claim of a run none of whose steps started: the clock of time-to-first-execution.
+        self._unstarted_since = (
+            None if any(r.first_started_at for r in self.rows.values()) else time.monotonic()
+        )
 
     # -- state ------------------------------------------------------------------------------
 
@@ -150,7 +156,12 @@ class RunDriver:
             row.error = payload["error"]
         if change.after in TERMINAL_STEP or change.after is StepStatus.NEEDS_ATTENTION:
             row.finished_at = _now()
+        if isinstance(outcome, Gate):
+            APPROVALS.opened(self.run_id, step_id)
+        elif isinstance(outcome, ApprovalDecided):
+            APPROVALS.decided(self.run_id, step_id)
         if change.retry_in_s is not None:
+            METRICS.retries.add(1, {"gen_ai.tool.name": step.tool})
             self.waiting[step_id] = time.monotonic() + change.retry_in_s
             row.next_attempt_at = _now() + timedelta(seconds=change.retry_in_s)
         if change.fails_run:
@@ -232,6 +243,8 @@ class RunDriver:
         if not self.batch:
             return
         batch, self.batch = self.batch, Batch()
+        if self._trace_id is not None:
+            batch.events = [replace(e, trace_id=e.trace_id or self._trace_id) for e in batch.events]
         result = await self._store.commit(
             self.run_id, self.claimed.lease_token, self._config.worker_id, batch
         )
@@ -274,6 +287,9 @@ class RunDriver:
         row.attempts = attempt
         row.resolved_args = args
         row.first_started_at = row.first_started_at or now
+        if self._unstarted_since is not None:
+            METRICS.time_to_first_execution.record(time.monotonic() - self._unstarted_since)
+            self._unstarted_since = None
         row.next_attempt_at = None
         durable = not tool.spec.idempotent
         self.started[step_id] = _Started(attempt, key, now, durable)
@@ -348,8 +364,24 @@ class RunDriver:
         """Drive the run; the run's status when this driver let go of it, None if lost.
 
         Cancelling the task that runs ``drive`` abandons in-flight attempts and releases the
-        lease at once; ``drain()`` first lets them finish.
+        lease at once; ``drain()`` first lets them finish. Runs in a ``run.execute`` span that
+        continues the plan's trace (W3C ``traceparent``); its events carry the trace id.
         """
+        with TRACER.start_as_current_span(
+            "run.execute",
+            context=context_from_traceparent(self.plan.traceparent),
+            attributes={
+                "planexec.run.id": str(self.run_id),
+                "planexec.plan.id": str(self.plan.plan_id),
+                "planexec.plan.version": self.plan.version,
+            },
+        ) as span:
+            self._trace_id = trace_id_of(span)
+            status = await self._drive()
+            span.set_attribute("planexec.run.status", status.value if status else "lease_lost")
+            return status
+
+    async def _drive(self) -> RunStatus | None:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             self._recover()

@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from .conftest import Pair
+from .conftest import Pair, start_pair
 from .processes import PLANEXEC, Service, base_env, eventually, free_port, wait_healthy
 from .test_pair import FAN
 
@@ -313,46 +313,14 @@ def gated_pair(
         ),
         encoding="utf-8",
     )
-    planner_port, executor_port = free_port(), free_port()
-    planner_url = f"http://127.0.0.1:{planner_port}"
-    executor_url = f"http://127.0.0.1:{executor_port}"
-    common = {"PLANEXEC_SERVICE_API_KEY": keys_for["service"], "PLANEXEC_CATALOG_CONFIG": catalog}
-    services: list[Service] = []
-    try:
-        executor = Service(
-            "executor",
-            ["executor", "--port", str(executor_port)],
-            base_env(db_url, PLANEXEC_PLANNER_URL=planner_url, **common),
-            tmp_path,
-        )
-        services.append(executor)
-        wait_healthy(executor_url, executor)
-        planner = Service(
-            "planner",
-            ["planner", "--port", str(planner_port)],
-            base_env(db_url, PLANEXEC_CATALOG_URL=f"{executor_url}/v1/tools", **common),
-            tmp_path,
-        )
-        services.append(planner)
-        wait_healthy(planner_url, planner)
-        worker_env = base_env(
-            db_url, PLANEXEC_PLANNER_URL=planner_url, PLANEXEC_DISPATCH_WAIT_S=2, **common
-        )
-        worker = Service("worker", ["worker", "--concurrency", "2"], worker_env, tmp_path)
-        services.append(worker)
-        eventually(lambda: _assert("worker_ready" in worker.log()), timeout_s=60)
-        yield Pair(
-            planner_url,
-            executor_url,
-            keys_for["submitter"],
-            keys_for["approver"],
-            keys_for["operator"],
-            keys_for["other"],
-            services,
-        )
-    finally:
-        for service in reversed(services):
-            service.stop()
+    with start_pair(
+        db_url,
+        keys_for,
+        tmp_path,
+        extra_env={"PLANEXEC_CATALOG_CONFIG": str(catalog)},
+        worker_concurrency=2,
+    ) as running:
+        yield running
 
 
 def test_a_gated_run_pauses_is_approved_and_finishes(
