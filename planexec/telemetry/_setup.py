@@ -88,7 +88,7 @@ def setup_telemetry(service_name: str, settings: CommonSettings) -> Telemetry:
 
     The first call creates the tracer provider (resource ``service.name`` = ``OTEL_SERVICE_NAME``
     or ``service_name``), the meter provider with a Prometheus reader (plus an OTLP reader when
-    the exporter is ``otlp``), and instruments ``httpx2`` clients (and the OpenAI client) made
+    the exporter is ``otlp``), and instruments ``httpx2`` clients made
     from then on. Every call adds its span exporter if that kind is not attached yet: ``none``
     adds nothing (spans still get ids, for logs and ``traceparent``), ``console`` prints them,
     ``otlp`` sends them over OTLP/HTTP (protobuf) configured by the standard
@@ -140,12 +140,10 @@ def _install(service_name: str, exporter: Exporter) -> _Process:
 def _instrument_clients(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
     from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 
+    # The OpenAI calls are covered by the planner's own ``plan.generate`` span (GenAI
+    # attributes): opentelemetry-instrumentation-openai-v2 imports the original ``httpx``,
+    # which planexec does not install (openai 3.x uses httpx2).
     HTTPX2ClientInstrumentor().instrument(
-        tracer_provider=tracer_provider, meter_provider=meter_provider
-    )
-    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
-
-    OpenAIInstrumentor().instrument(  # type: ignore[no-untyped-call]
         tracer_provider=tracer_provider, meter_provider=meter_provider
     )
 
