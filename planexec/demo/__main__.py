@@ -99,7 +99,9 @@ def run_embedded(stack: DemoStack, *, exit_after: bool) -> int:
         keys = asyncio.run(stack.prepare())
         catalog = stack.write_catalog()
         print(
-            "planexec demo: starting httpbin, the executor, the planner and two workers", flush=True
+            "planexec demo: starting httpbin, the executor, the planner and two workers"
+            f" (planner backend: {stack.planner_backend})",
+            flush=True,
         )
         stack.start(keys, catalog)
         print(f"planexec demo: up in {time.monotonic() - started:.1f} s", flush=True)

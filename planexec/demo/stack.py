@@ -201,6 +201,13 @@ class DemoStack:
                 env[name] = os.environ[name]
         return env | extra
 
+    @property
+    def planner_backend(self) -> str:
+        """The planner backend: ``openai`` when an LLM is configured, else ``template``."""
+        if os.environ.get("OPENAI_API_KEY") or os.environ.get("PLANEXEC_LLM_BASE_URL"):
+            return "openai"
+        return "template"
+
     def _wait_healthy(self, url: str, process: Process, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -255,6 +262,7 @@ class DemoStack:
                 PLANEXEC_CATALOG_URL=f"{self.executor_url}/v1/tools",
                 PLANEXEC_POLICY_DIR=str(self.demo_dir / "policies"),
                 PLANEXEC_TEMPLATES_DIR=str(self.demo_dir / "templates"),
+                PLANEXEC_DEFAULT_BACKEND=self.planner_backend,
             ),
         )
         self._wait_healthy(f"{self.planner_url}/v1/healthz", planner)
