@@ -119,15 +119,15 @@ def fastapi_document() -> dict[str, Any]:
 
     @app.get("/pets/{pet_id}", operation_id="get_pet")
     def get_pet(pet_id: int, verbose: bool = False) -> Pet:
-        raise NotImplementedError
+        return Pet(name=f"pet {pet_id}")  # only the generated document is used
 
     @app.put("/pets/{pet_id}")
     def put_pet(pet_id: int, pet: Pet) -> Pet:
-        raise NotImplementedError
+        return pet
 
     @app.delete("/pets/{pet_id}", operation_id="delete_pet")
     def delete_pet(pet_id: int) -> None:
-        raise NotImplementedError
+        return None
 
     return app.openapi()
 
