@@ -12,9 +12,8 @@ from fastapi import FastAPI
 from planexec.auth import ApiKeyStore
 from planexec.db import create_engine, database_url_for
 from planexec.db.notify import Notifier
-from planexec.telemetry import install_metrics_route, setup_telemetry
-from planexec.web import BodyLimitMiddleware, install_problem_handlers
-from planexec.web.openapi import document_problem_schema
+from planexec.telemetry import setup_telemetry
+from planexec.web.service_app import service_app
 
 from .api import catalog as catalog_api
 from .api import dispatch, health, plans
@@ -106,26 +105,14 @@ def create_app(settings: PlannerSettings) -> FastAPI:
             await notifier.stop()
             await engine.dispose()
 
-    app = FastAPI(
+    return service_app(
         title="planexec-planner",
-        version="0.1.0",
         description=API_DESCRIPTION,
+        settings=settings,
         lifespan=lifespan,
-        docs_url="/docs" if settings.docs_enabled else None,
-        redoc_url=None,
-        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        routers=[health.router, plans.router, catalog_api.router, dispatch.router],
+        telemetry=telemetry,
     )
-    app.state.settings = settings
-    install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.include_router(health.router)
-    app.include_router(plans.router)
-    app.include_router(catalog_api.router)
-    app.include_router(dispatch.router)
-    install_metrics_route(app)
-    telemetry.instrument_app(app)
-    document_problem_schema(app)
-    return app
 
 
 def build_backends(settings: PlannerSettings) -> dict[str, PlannerBackend]:
