@@ -105,9 +105,11 @@ class RunDriver:
         self._draining = False
         self._trace_id: str | None = None
         self._load()
-        # Claim of a run none of whose steps started: the clock of time-to-first-execution.
+        # Time to first execution: from the run's creation to its first step start.
         self._unstarted_since = (
-            None if any(r.first_started_at for r in self.rows.values()) else time.monotonic()
+            None
+            if any(r.first_started_at for r in self.rows.values())
+            else claimed.created_at
         )
 
     # -- state ------------------------------------------------------------------------------
@@ -288,7 +290,8 @@ class RunDriver:
         row.resolved_args = args
         row.first_started_at = row.first_started_at or now
         if self._unstarted_since is not None:
-            METRICS.time_to_first_execution.record(time.monotonic() - self._unstarted_since)
+            waited = (now - self._unstarted_since).total_seconds()
+            METRICS.time_to_first_execution.record(max(0.0, waited))
             self._unstarted_since = None
         row.next_attempt_at = None
         durable = not tool.spec.idempotent

@@ -128,6 +128,8 @@ class ClaimedRun:
     steps: list[dict[str, Any]]
     open_attempts: list[dict[str, Any]]
     approvals: list[dict[str, Any]]
+    created_at: datetime | None = None
+    """When the run was created (database clock)."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -240,6 +242,7 @@ class RunStore:
                 steps=row["steps"],
                 open_attempts=row["open_attempts"],
                 approvals=row["approvals"],
+                created_at=row["created_at"],
             )
             for row in rows
         ]

@@ -44,7 +44,7 @@ WITH picked AS (
         status = 'running', next_seq = r.next_seq + 1, updated_at = now(), wake_at = NULL
     FROM picked WHERE r.run_id = picked.run_id
     RETURNING r.tenant, r.run_id, r.plan, r.policy_decisions, r.lease_token, r.next_seq - 1 AS seq,
-        r.cancel_requested, r.traceparent
+        r.cancel_requested, r.traceparent, r.created_at
 ), event AS (
     INSERT INTO executor.run_events (tenant, run_id, seq, type, payload)
     SELECT c.tenant, c.run_id, c.seq, 'run.leased', jsonb_build_object('worker', :worker)

@@ -36,9 +36,8 @@ class Instruments:
     retries: Counter
     """``planexec.step.retries``: retries scheduled, by tool."""
     time_to_first_execution: Histogram
-    """``planexec.run.time_to_first_execution``: a worker's claim of a run with no step
-    started yet to the start of its first step, seconds (queueing before the claim is not
-    included: a claimed run does not carry its creation time)."""
+    """``planexec.run.time_to_first_execution``: run creation to the start of its first step,
+    seconds (database clock at creation, worker clock at the start)."""
     approval_wait: Histogram
     """``planexec.approval.wait``: approval gate opened to decision applied, seconds."""
 
@@ -72,7 +71,7 @@ def _instruments() -> Instruments:
         time_to_first_execution=meter.create_histogram(
             "planexec.run.time_to_first_execution",
             "s",
-            "Claim of a run to the start of its first step",
+            "Run creation to the start of its first step",
             explicit_bucket_boundaries_advisory=_SECONDS,
         ),
         approval_wait=meter.create_histogram(
