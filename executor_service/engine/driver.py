@@ -107,9 +107,7 @@ class RunDriver:
         self._load()
         # Time to first execution: from the run's creation to its first step start.
         self._unstarted_since = (
-            None
-            if any(r.first_started_at for r in self.rows.values())
-            else claimed.created_at
+            None if any(r.first_started_at for r in self.rows.values()) else claimed.created_at
         )
 
     # -- state ------------------------------------------------------------------------------
