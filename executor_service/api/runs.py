@@ -23,6 +23,7 @@ from planexec.web import PrincipalDep, problem_responses, require_role
 from shared_schemas import Principal, Role
 
 from ..domain.admission import admit
+from ..domain.states import TERMINAL_RUN
 from ..planner_client import PlannerClient, PlannerUnavailableError
 from ..store.queries import RunQueries
 from ..store.runs import RunStore
@@ -42,7 +43,7 @@ Approver = Annotated[Principal, Depends(require_role(Role.APPROVER))]
 Operator = Annotated[Principal, Depends(require_role(Role.OPERATOR))]
 Submitter = Annotated[Principal, Depends(require_role(Role.SUBMITTER))]
 _READ = problem_responses(AuthenticationRequiredError, NotFoundError)
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL = frozenset(status.value for status in TERMINAL_RUN)
 
 
 def _queries(request: Request) -> RunQueries:

@@ -132,8 +132,6 @@ class RunDriver:
         for step_id, row in self.rows.items():
             if row.status == StepStatus.FAILED:
                 self.failed_run = True
-            if row.status == StepStatus.READY and row.attempts:
-                pass  # a retry after a crash starts right away
             step = self.steps[step_id]
             if step.requires_approval and row.status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
                 self.decided.add(step_id)

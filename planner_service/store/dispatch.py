@@ -8,7 +8,6 @@ before its ack is handed out again. Run creation on the executor is idempotent o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
@@ -103,16 +102,3 @@ class DispatchStore:
             return None
         decisions = [PolicyDecision.model_validate(d) for d in row.policy_decisions]
         return Plan.model_validate(row.body), decisions, row.status
-
-    async def queued(self) -> list[dict[str, Any]]:
-        """Queue entries not yet acknowledged (for operators and tests)."""
-        async with self._auto.connect() as conn:
-            rows = (
-                await conn.execute(
-                    text(
-                        "SELECT dispatch_id, tenant, plan_id, version, claims, lease_owner"
-                        " FROM planner.dispatch WHERE status = 'queued' ORDER BY enqueued_at"
-                    )
-                )
-            ).all()
-        return [dict(row._mapping) for row in rows]

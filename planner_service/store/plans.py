@@ -317,13 +317,6 @@ class PlanStore:
             row = (await conn.execute(text(sql), {"tenant": tenant, "key": cache_key})).first()
         return None if row is None else _stored(row)
 
-    async def latest_version_number(self, tenant: str, plan_id: UUID) -> int | None:
-        """The latest version number of a plan of ``tenant``, or None."""
-        sql = "SELECT latest_version FROM planner.plans WHERE tenant = :tenant AND plan_id = :id"
-        async with self._auto.connect() as conn:
-            value = await conn.scalar(text(sql), {"tenant": tenant, "id": plan_id})
-        return None if value is None else int(value)
-
     async def create_version(self, new: NewVersion) -> StoredVersion | None:
         """Persist a version, its attempts, idempotency key and cache entry atomically.
 
