@@ -88,7 +88,10 @@ def run_embedded(stack: DemoStack, *, exit_after: bool) -> int:
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
+    # Ctrl-C and SIGTERM both stop everything cleanly; SIGINT is set explicitly because a
+    # shell starts background jobs with it ignored, and Python keeps an inherited SIG_IGN.
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     started = time.monotonic()
     ok = False
     try:
