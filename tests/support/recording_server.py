@@ -46,6 +46,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .threaded_server import ThreadedServer
+
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
 _EFFECT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -323,32 +325,21 @@ class RecordingServer(_Controls):
     def __init__(self, port: int = 0, state_path: Path | None = None) -> None:
         self.port = port
         self._sink = _Sink(state_path)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     def start(self) -> RecordingServer:
         """Start serving; returns once the server accepts connections (at most 10 s)."""
         sock = _listen(self.port)
         self.port = sock.getsockname()[1]
-        server = self._server = _server(self._sink)
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="recording-server"
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("recording server did not start")
-            time.sleep(0.01)
+        self._server = ThreadedServer(self._sink.app(), sock, "recording-server")
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and join the thread (at most 10 s)."""
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+            self._server.stop()
+        self._server = None
 
     def __enter__(self) -> RecordingServer:
         return self.start()
