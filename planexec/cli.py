@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -24,12 +24,34 @@ from shared_schemas import Role
 if TYPE_CHECKING:
     from executor_service.settings import ExecutorSettings
 
+S = TypeVar("S", bound=CommonSettings)
 
-def _common() -> CommonSettings:
+
+def _settings(cls: type[S]) -> S:
+    """Settings of ``cls`` from the environment; exits with the reason when they are invalid."""
     try:
-        return CommonSettings()
+        return cls()
     except ValidationError as exc:
         sys.exit(f"planexec: invalid settings: {exc}")
+
+
+def _common() -> CommonSettings:
+    return _settings(CommonSettings)
+
+
+def _serve(app: Any, host: str, port: int, **options: Any) -> None:
+    """Run ``app`` (an ASGI app, or an import string with ``factory=True``) with uvicorn."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        **options,
+    )
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -44,17 +66,12 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 def cmd_planner(args: argparse.Namespace) -> int:
     """Serve the planner API with uvicorn."""
-    import uvicorn
-
     from planexec.db import database_url_for, upgrade
     from planexec.logging import configure_logging
     from planner_service.app import create_app
     from planner_service.settings import PlannerSettings
 
-    try:
-        settings = PlannerSettings()
-    except ValidationError as exc:
-        sys.exit(f"planexec: invalid settings: {exc}")
+    settings = _settings(PlannerSettings)
     if args.host:
         settings = settings.model_copy(update={"host": args.host})
     if args.port:
@@ -66,41 +83,26 @@ def cmd_planner(args: argparse.Namespace) -> int:
         # Worker processes rebuild the settings from the environment.
         os.environ["PLANEXEC_HOST"] = settings.host
         os.environ["PLANEXEC_PORT"] = str(settings.port)
-        uvicorn.run(
+        _serve(
             "planner_service.asgi:create_app_from_env",
+            settings.host,
+            settings.port,
             factory=True,
             workers=args.workers,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=10,
         )
         return 0
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    _serve(create_app(settings), settings.host, settings.port)
     return 0
 
 
 def _executor_settings() -> ExecutorSettings:
     from executor_service.settings import ExecutorSettings
 
-    try:
-        return ExecutorSettings()
-    except ValidationError as exc:
-        sys.exit(f"planexec: invalid settings: {exc}")
+    return _settings(ExecutorSettings)
 
 
 def cmd_executor(args: argparse.Namespace) -> int:
     """Serve the executor API with uvicorn."""
-    import uvicorn
-
     from executor_service.app import create_app
     from planexec.db import database_url_for, upgrade
     from planexec.logging import configure_logging
@@ -111,14 +113,7 @@ def cmd_executor(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, json=settings.log_json)
     if args.migrate:
         upgrade(database_url_for(settings))
-    uvicorn.run(
-        create_app(settings),
-        host=settings.executor_host,
-        port=settings.executor_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    _serve(create_app(settings), settings.executor_host, settings.executor_port)
     return 0
 
 
