@@ -16,9 +16,10 @@ from planexec.db.pg import create_pool
 from planexec.telemetry import setup_telemetry
 from planexec.web.service_app import service_app
 
-from .api import health, runs
+from .api import health, operator, runs
 from .planner_client import PlannerClient
 from .settings import ExecutorSettings
+from .store.operator import OperatorActions
 from .store.queries import RunQueries
 from .store.runs import RunStore
 from .tools.registry import HttpConfig, LlmConfig, build_registry
@@ -79,6 +80,7 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
             stack.push_async_callback(pool.close)
             app.state.run_store = RunStore(pool)
             app.state.queries = RunQueries(engine)
+            app.state.operator = OperatorActions(engine)
             app.state.registry = await build_registry(
                 settings.catalog_config,
                 stack,
@@ -102,6 +104,6 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
         description=API_DESCRIPTION,
         settings=settings,
         lifespan=lifespan,
-        routers=[health.router, runs.router],
+        routers=[health.router, runs.router, operator.router],
         telemetry=telemetry,
     )

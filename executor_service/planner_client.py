@@ -102,6 +102,38 @@ class PlannerClient:
             status=data["status"],
         )
 
+    async def replan(
+        self,
+        tenant: str,
+        plan_id: UUID,
+        base_version: int,
+        run_id: UUID,
+        failure_context: dict[str, Any],
+    ) -> DispatchedPlan:
+        """Ask the planner for version n+1 after a failure (``replanForExecutor``).
+
+        Raises:
+            PlannerUnavailableError: the planner is unreachable or refused (409: the plan
+                moved on; 422: it cannot regenerate); the message carries its answer.
+        """
+        response = await self._send(
+            "POST",
+            f"/v1/dispatch/plans/{plan_id}/revisions",
+            json={
+                "tenant": tenant,
+                "base_version": base_version,
+                "run_id": str(run_id),
+                "failure_context": failure_context,
+            },
+            ok=(201,),
+        )
+        data = response.json()
+        return DispatchedPlan(
+            plan=Plan.model_validate(data["plan"]),
+            policy_decisions=[PolicyDecision.model_validate(d) for d in data["policy_decisions"]],
+            status=data["status"],
+        )
+
     async def _send(
         self, method: str, url: str, *, ok: tuple[int, ...] = (200,), **kwargs: object
     ) -> httpx2.Response:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from planexec.settings import CommonSettings
+
+from .engine.faults import parse_fault
 
 
 class ExecutorSettings(CommonSettings):
@@ -55,6 +57,32 @@ class ExecutorSettings(CommonSettings):
     """API key of that server."""
     llm_model: str = "gpt-4o-mini"
     """Model ``llm.complete`` uses."""
+
+    max_recoveries: int = Field(default=5, ge=1, le=1000)
+    """Times a run may be recovered from a lost worker in a row, with no step succeeding in
+    between, before it is dead-lettered (a poison step); ``POST /v1/runs/{id}/resume``."""
+    max_replans: int = Field(default=3, ge=0, le=100)
+    """Replans one run may make after ``on_failure: replan`` failures."""
+    approval_timeout_s: float | None = Field(default=None, gt=0, le=31_536_000)
+    """Default life of an approval gate in seconds (a step's ``approval_timeout_s`` wins);
+    an expired gate counts as a rejection. None: gates wait until decided."""
+    approval_webhook_url: str | None = None
+    """URL that receives an ``approval.requested`` event (Standard Webhooks, signed with the
+    signing key) whenever a gate opens."""
+    run_budget_usd: float | None = Field(default=None, ge=0)
+    """Default cost cap of one run in USD (``budget_usd`` of ``POST /v1/runs`` wins)."""
+    tenant_budget_usd: float | None = Field(default=None, ge=0)
+    """What one tenant may spend per UTC day across its runs, in USD; None: no cap."""
+    fault: str | None = None
+    """Test-only fault injection, ``<point>[:<step_id>]`` (``engine.faults``); refused in
+    ``env=prod``."""
+
+    @model_validator(mode="after")
+    def _check_fault(self) -> ExecutorSettings:
+        parse_fault(self.fault)
+        if self.fault and self.env == "prod":
+            raise ValueError("PLANEXEC_FAULT is for tests; it is refused when env=prod")
+        return self
 
     @property
     def heartbeat_interval_s(self) -> float:

@@ -15,6 +15,8 @@ from planexec.telemetry import serve_metrics, setup_telemetry
 
 from .app import http_config, llm_config, planner_client
 from .engine.driver import DriverConfig
+from .engine.faults import parse_fault
+from .engine.webhook import GateWebhook
 from .engine.worker import Worker, worker_id
 from .settings import ExecutorSettings
 from .store.runs import RunStore
@@ -54,12 +56,11 @@ async def run_worker(settings: ExecutorSettings, *, concurrency: int | None = No
         planner = planner_client(settings)
         if planner is not None:
             stack.push_async_callback(planner.aclose)
-        config = DriverConfig(
-            worker_id=worker_id(),
-            lease_ttl_s=settings.lease_ttl_s,
-            heartbeat_s=settings.heartbeat_interval_s,
-            max_output_bytes=settings.max_output_bytes,
-        )
+        config = driver_config(settings)
+        webhook = None
+        if settings.approval_webhook_url:
+            webhook = GateWebhook(settings.approval_webhook_url, settings.signing_key_bytes)
+            stack.push_async_callback(webhook.aclose)
         worker = Worker(
             store=RunStore(pool),
             registry=registry,
@@ -74,6 +75,8 @@ async def run_worker(settings: ExecutorSettings, *, concurrency: int | None = No
             accepted_schema_ids=tuple(settings.accepted_schema_ids),
             dispatch_wait_s=settings.dispatch_wait_s,
             liveness_file=settings.liveness_file,
+            webhook=webhook,
+            run_budget_usd=settings.run_budget_usd,
         )
         stopper = asyncio.create_task(_stop_on(stop, worker))
         _log.info(
@@ -86,6 +89,21 @@ async def run_worker(settings: ExecutorSettings, *, concurrency: int | None = No
         await worker.run()
         stopper.cancel()
         _log.info("worker_stopped", worker=worker.id)
+
+
+def driver_config(settings: ExecutorSettings) -> DriverConfig:
+    """The run driver's limits and timings from the settings."""
+    return DriverConfig(
+        worker_id=worker_id(),
+        lease_ttl_s=settings.lease_ttl_s,
+        heartbeat_s=settings.heartbeat_interval_s,
+        max_output_bytes=settings.max_output_bytes,
+        max_recoveries=settings.max_recoveries,
+        max_replans=settings.max_replans,
+        approval_timeout_s=settings.approval_timeout_s,
+        tenant_budget_usd=settings.tenant_budget_usd,
+        fault=parse_fault(settings.fault),
+    )
 
 
 async def _stop_on(stop: asyncio.Event, worker: Worker) -> None:

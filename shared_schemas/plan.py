@@ -112,6 +112,12 @@ class Step(ContractModel):
     """What the step is for, in words."""
     timeout_s: float | None = Field(default=None, gt=0, le=86400)
     """Timeout of one attempt in seconds; null means the tool's ``default_timeout_s``."""
+    heartbeat_timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    """An attempt that has not heartbeated for this many seconds fails with a retryable
+    ``heartbeat_timeout`` (for long-running tools that report progress); null: not checked."""
+    approval_timeout_s: float | None = Field(default=None, gt=0, le=31_536_000)
+    """How long an approval gate stays open, in seconds; an expired gate counts as a
+    rejection. Null means the executor's default (``PLANEXEC_APPROVAL_TIMEOUT_S``)."""
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     """Retry policy for retryable errors."""
     idempotency_key: str | None = Field(default=None, max_length=255)

@@ -14,6 +14,7 @@ from planexec.errors import (
     AuthenticationRequiredError,
     ConflictError,
     ForbiddenError,
+    IdempotencyKeyReusedError,
     NotFoundError,
     PlanRefusedError,
     RequestValidationFailedError,
@@ -21,12 +22,15 @@ from planexec.errors import (
 )
 from planexec.web import PrincipalDep, problem_responses, require_role
 from shared_schemas import Principal, Role
+from shared_schemas.canonical import sha256_digest
 
 from ..domain.admission import admit
 from ..domain.states import TERMINAL_RUN
+from ..engine.driver import pinned_specs
 from ..planner_client import PlannerClient, PlannerUnavailableError
+from ..store import runs as run_store
 from ..store.queries import RunQueries
-from ..store.runs import RunStore
+from ..store.runs import NewRun, RunStore
 from ..tools.registry import ToolRegistry
 from .models import (
     ApprovalRecorded,
@@ -59,16 +63,32 @@ def _queries(request: Request) -> RunQueries:
         AuthenticationRequiredError,
         ForbiddenError,
         NotFoundError,
+        IdempotencyKeyReusedError,
         PlanRefusedError,
         ServiceUnavailableError,
     ),
 )
 async def start_run(
-    request: Request, response: Response, principal: Submitter, body: RunCreate
+    request: Request,
+    response: Response,
+    principal: Submitter,
+    body: RunCreate,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Repeat a request safely (draft-ietf-httpapi-idempotency-key-header)",
+        ),
+    ] = None,
 ) -> RunCreated:
     """Run a stored plan version now: the executor pulls it from the planner and checks it.
 
-    One plan version gets one run: asking again returns the same run (200).
+    One plan version gets one run: asking again returns the same run (200). With an
+    ``Idempotency-Key`` the key decides instead: the same key and body return the same run,
+    the same key with another body is 409 ``idempotency-key-reused``. ``mode: dry_run``
+    previews the plan with simulated outputs and calls nothing.
     """
     planner: PlannerClient | None = request.app.state.planner
     if planner is None:
@@ -91,9 +111,23 @@ async def start_run(
     if refusal is not None:
         raise PlanRefusedError(refusal.message, reason=refusal.code)
     store: RunStore = request.app.state.run_store
-    run_id, created = await store.create_run(
-        found.plan, found.policy_decisions, created_by=principal.subject
+    new = NewRun(
+        mode=body.mode,
+        dedup_key=None if idempotency_key is None else f"key:{idempotency_key}",
+        request_hash=None
+        if idempotency_key is None
+        else sha256_digest(body.model_dump(mode="json")),
+        budget_usd=body.budget_usd if body.budget_usd is not None else settings.run_budget_usd,
+        tool_specs=pinned_specs(found.plan, registry.get),
     )
+    try:
+        run_id, created = await store.create_run(
+            found.plan, found.policy_decisions, created_by=principal.subject, new=new
+        )
+    except run_store.IdempotencyKeyReusedError as exc:
+        raise IdempotencyKeyReusedError(
+            "this Idempotency-Key was used with a different request"
+        ) from exc
     if not created:
         response.status_code = status.HTTP_200_OK
     current = await _queries(request).run_status(principal.tenant, run_id)
@@ -110,7 +144,10 @@ async def list_runs(
     principal: PrincipalDep,
     status: Annotated[
         str | None,
-        Query(pattern="^(pending|running|paused|needs_attention|succeeded|failed|cancelled)$"),
+        Query(
+            pattern="^(pending|running|paused|needs_attention|dead_letter|succeeded|failed"
+            "|cancelled)$"
+        ),
     ] = None,
     plan_id: UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -219,7 +256,10 @@ async def decide_approval(
 ) -> ApprovalRecorded:
     """Approve or reject a step waiting at its gate; who, when and why are stored.
 
-    A repeated decision is a no-op that returns the decision on record.
+    The decision is bound to the hash of the step's resolved arguments (``args_hash``):
+    what the approver saw is what runs. A repeated decision is a no-op that returns the
+    decision on record; a decision after the gate's deadline is 409 (the gate counted as
+    rejected).
     """
     queries = _queries(request)
     outcome = await queries.record_approval(
@@ -229,11 +269,20 @@ async def decide_approval(
         decision=body.decision,
         by=principal.subject,
         comment=body.comment,
+        args_hash=body.args_hash,
     )
     if outcome.existing is None:
-        if await queries.run_status(principal.tenant, run_id) is None:
-            raise NotFoundError(f"run {run_id} not found")
-        raise ConflictError(f"step {step_id!r} of run {run_id} is not waiting for an approval")
+        gate = outcome.gate
+        if gate is None:
+            raise NotFoundError(f"run {run_id} has no step {step_id!r}")
+        if gate["status"] != "awaiting_approval":
+            raise ConflictError(f"step {step_id!r} of run {run_id} is not waiting for an approval")
+        if gate["expired"]:
+            raise ConflictError(f"the approval gate of step {step_id!r} expired")
+        raise ConflictError(
+            f"step {step_id!r} now shows arguments with hash {gate['args_hash']}, not"
+            f" {body.args_hash}: look again before deciding"
+        )
     return ApprovalRecorded(
         run_id=run_id,
         step_id=step_id,

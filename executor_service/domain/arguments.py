@@ -61,19 +61,26 @@ def resolve_args(value: Any, outputs: Mapping[str, Any], where: str = "") -> Any
 
 
 def idempotency_key(
-    plan_id: UUID, version: int, step_id: str, resolved_args: Any, explicit: str | None
+    plan_id: UUID,
+    step_id: str,
+    resolved_args: Any,
+    explicit: str | None,
+    scope: str | None = None,
 ) -> str:
-    """The key sent to the tool: the step's own, else a hash of plan, version, step and args.
+    """The key sent to the tool: the step's own, else a hash of plan, step, args and scope.
 
-    The same logical call gets the same key on every attempt and after a crash, so a tool
-    that deduplicates (draft-ietf-httpapi-idempotency-key-header) performs it once.
+    The same logical call gets the same key on every attempt, after a crash, after a replan
+    (the plan's version is left out on purpose: a revised plan repeating a call that may
+    already have happened must not make it happen twice) and in a retry run. A fork is a
+    deliberate new execution: its ``scope`` (its own run id) gives its calls new keys. A tool
+    that deduplicates (draft-ietf-httpapi-idempotency-key-header) performs each call once.
     """
     if explicit:
-        return explicit
+        return explicit if scope is None else f"{explicit}-{scope}"
     # Sorted-key compact JSON is deterministic for the same values in every planexec process;
     # the key never leaves planexec's own derivation, so RFC 8785 is not needed here.
     material = json.dumps(
-        [str(plan_id), version, step_id, resolved_args],
+        [str(plan_id), step_id, resolved_args, scope],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

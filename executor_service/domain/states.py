@@ -16,6 +16,8 @@ class RunStatus(StrEnum):
     """Waiting for an approval; holds no lease."""
     NEEDS_ATTENTION = "needs_attention"
     """An operator must decide (e.g. a non-idempotent call may or may not have happened)."""
+    DEAD_LETTER = "dead_letter"
+    """Recovered too many times without progress (a poison step); an operator resumes it."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -36,7 +38,9 @@ class StepStatus(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     """Waits for an approver's decision."""
     NEEDS_ATTENTION = "needs_attention"
-    """The outcome of a non-idempotent attempt is unknown."""
+    """The outcome of a non-idempotent attempt (or compensation) is unknown."""
+    COMPENSATING = "compensating"
+    """The run failed and this succeeded step's compensation is being run."""
     COMPENSATED = "compensated"
     CANCELLED = "cancelled"
 
@@ -81,7 +85,13 @@ LEGAL_STEP_TRANSITIONS: frozenset[tuple[StepStatus, StepStatus]] = frozenset(
         (S.NEEDS_ATTENTION, S.SUCCEEDED),
         (S.NEEDS_ATTENTION, S.FAILED),
         (S.NEEDS_ATTENTION, S.CANCELLED),
-        (S.SUCCEEDED, S.COMPENSATED),
+        (S.NEEDS_ATTENTION, S.COMPENSATING),  # an operator retries a compensation
+        (S.NEEDS_ATTENTION, S.COMPENSATED),  # an operator says the compensation happened
+        (S.SUCCEEDED, S.COMPENSATING),
+        (S.COMPENSATING, S.COMPENSATED),
+        (S.COMPENSATING, S.COMPENSATING),  # a retryable compensation failure
+        (S.COMPENSATING, S.SUCCEEDED),  # the compensation failed for good: the effect stands
+        (S.COMPENSATING, S.NEEDS_ATTENTION),  # non-idempotent compensation, outcome unknown
     }
 )
 """Every (from, to) pair the transition function may produce; a history checker uses it."""

@@ -39,6 +39,8 @@ class Failure:
     """Whether the same call may succeed later."""
     retry_after_s: float | None = None
     """A lower bound on the wait before retrying, from the tool (``Retry-After``)."""
+    details: dict[str, Any] | None = None
+    """More facts, e.g. ``{"heartbeat": <last heartbeat details>}`` for a heartbeat timeout."""
 
     def as_json(self) -> dict[str, Any]:
         """JSON form stored with the step and its events."""
@@ -49,6 +51,8 @@ class Failure:
         }
         if self.retry_after_s is not None:
             out["retry_after_s"] = self.retry_after_s
+        if self.details:
+            out["details"] = self.details
         return out
 
 
@@ -59,6 +63,9 @@ class StepState:
     status: StepStatus
     attempts: int = 0
     """Attempts started so far."""
+    attempt_base: int = 0
+    """Attempts made under an earlier plan version (a replan): the retry policy counts
+    only the attempts after them."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +130,9 @@ class StepChange:
 def _terminal_failure(step: Step, failure: dict[str, Any], event: str) -> StepChange:
     if step.on_failure is OnFailure.SKIP:
         return StepChange(StepStatus.SKIPPED, "step.skipped", {"error": failure})
-    payload: dict[str, Any] = {"error": failure}
-    if step.on_failure in (OnFailure.REPLAN, OnFailure.COMPENSATE):
-        # Replanning and compensation arrive with the durability work; until then the run
-        # fails, and the event says which policy was asked for.
-        payload["on_failure"] = step.on_failure.value
+    # The run fails; its driver then replans (``replan``) or runs the compensations of
+    # the steps that succeeded (``fail`` and ``compensate``: a failed run is always undone).
+    payload: dict[str, Any] = {"error": failure, "on_failure": step.on_failure.value}
     return StepChange(StepStatus.FAILED, event, payload, fails_run=True)
 
 
@@ -156,7 +161,9 @@ def _decide(
         failure = outcome.failure
         may_retry = failure.retryable or step.on_failure is OnFailure.RETRY
         delay = (
-            retry_delay_s(step.retry, outcome.attempt, failure.retry_after_s, rand)
+            retry_delay_s(
+                step.retry, outcome.attempt - state.attempt_base, failure.retry_after_s, rand
+            )
             if may_retry
             else None
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -16,7 +17,7 @@ from shared_schemas import Step
 
 from ..domain.transitions import Failed, Failure, Succeeded
 from ..domain.verify import verify_output
-from ..tools.base import InvocationContext, ToolAdapter, ToolError
+from ..tools.base import InvocationContext, ToolAdapter, ToolError, ToolResult
 
 _log = structlog.get_logger("planexec.executor.attempt")
 
@@ -29,6 +30,48 @@ class AttemptResult:
     outcome: Succeeded | Failed
     duration_s: float
     cost_usd: float = 0.0
+    """What the call cost in USD as the tool reported it (0 when it reports nothing)."""
+
+
+class HeartbeatTimeoutError(Exception):
+    """The tool stopped heartbeating (Temporal's activity heartbeat timeout)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"no heartbeat for {timeout_s} s")
+        self.timeout_s = timeout_s
+
+
+class _Heartbeats:
+    """The last heartbeat of an attempt: when (monotonic seconds) and its details."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.details: Any = None
+        self.count = 0
+
+    def beat(self, details: Any) -> None:
+        self.at = time.monotonic()
+        self.details = details
+        self.count += 1
+
+
+async def _watched(
+    call: Coroutine[Any, Any, ToolResult], beats: _Heartbeats, timeout_s: float
+) -> ToolResult:
+    """Await ``call``, cancelling it once ``timeout_s`` pass without a heartbeat."""
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            left = beats.at + timeout_s - time.monotonic()
+            if left <= 0:
+                task.cancel()
+                raise HeartbeatTimeoutError(timeout_s)
+            done, _ = await asyncio.wait({task}, timeout=left)
+            if done:
+                return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 async def run_attempt(
@@ -76,11 +119,25 @@ async def _attempt(
 ) -> AttemptResult:
     started = time.perf_counter()
     attempt = ctx.attempt
+    beats = _Heartbeats()
+    if step.heartbeat_timeout_s is not None:
+        ctx = replace(ctx, heartbeat=beats.beat)
     try:
         async with asyncio.timeout(ctx.timeout_s):
-            result = await tool.invoke(args, ctx)
+            if step.heartbeat_timeout_s is None:
+                result = await tool.invoke(args, ctx)
+            else:
+                result = await _watched(tool.invoke(args, ctx), beats, step.heartbeat_timeout_s)
     except TimeoutError:
         failure = Failure("timeout", f"no answer within {ctx.timeout_s:g} s", retryable=True)
+        return AttemptResult(step.id, Failed(attempt, failure), time.perf_counter() - started)
+    except HeartbeatTimeoutError as exc:
+        failure = Failure(
+            "heartbeat_timeout",
+            f"no heartbeat for {exc.timeout_s:g} s",
+            retryable=True,
+            details={"heartbeat": beats.details, "heartbeats": beats.count},
+        )
         return AttemptResult(step.id, Failed(attempt, failure), time.perf_counter() - started)
     except ToolError as exc:
         failure = Failure(exc.code, exc.message, exc.retryable, exc.retry_after_s)

@@ -19,16 +19,19 @@ from typing import Any
 import structlog
 
 from planexec.telemetry import APPROVALS, METRICS, TRACER, context_from_traceparent, trace_id_of
-from shared_schemas import Step
+from shared_schemas import OnFailure, Plan, Step, ToolSpec, content_hash
+from shared_schemas.canonical import sha256_digest
 
 from ..domain.arguments import RefResolutionError, idempotency_key, resolve_args
-from ..domain.states import TERMINAL_STEP, RunStatus, StepStatus
+from ..domain.budget import Spend, over_budget
+from ..domain.states import LEGAL_STEP_TRANSITIONS, TERMINAL_STEP, RunStatus, StepStatus
 from ..domain.transitions import (
     ApprovalDecided,
     Cancel,
     Failed,
     Failure,
     Gate,
+    IllegalTransitionError,
     Outcome,
     OutcomeUnknown,
     StepState,
@@ -38,6 +41,11 @@ from ..domain.transitions import (
 from ..store.runs import AttemptWrite, Batch, ClaimedRun, EventWrite, RunStore, StepRow
 from ..tools.base import InvocationContext, ToolAdapter
 from .attempt import AttemptResult, run_attempt
+from .faults import crash_if
+from .modes import RecordedTool, SimulatedTool
+from .replan import Replanner, Revised
+from .saga import Saga
+from .webhook import GateWebhook
 
 _log = structlog.get_logger("planexec.executor.driver")
 
@@ -50,6 +58,16 @@ class DriverConfig:
     lease_ttl_s: float
     heartbeat_s: float
     max_output_bytes: int
+    max_recoveries: int = 5
+    """Recoveries in a row without a step succeeding before a run is dead-lettered."""
+    max_replans: int = 3
+    """Replans one run may make (OWASP API4: no replan loops)."""
+    approval_timeout_s: float | None = None
+    """Default life of an approval gate in seconds; None: gates wait forever."""
+    tenant_budget_usd: float | None = None
+    """What one tenant may spend per UTC day across its runs, in USD; None: no cap."""
+    fault: tuple[str, str | None] | None = None
+    """Test-only fault injection point (``engine.faults``)."""
 
 
 class LeaseLostError(RuntimeError):
@@ -79,14 +97,20 @@ class RunDriver:
         config: DriverConfig,
         step_slots: asyncio.Semaphore,
         rand: Callable[[], float] = random.random,
+        *,
+        replanner: Replanner | None = None,
+        webhook: GateWebhook | None = None,
     ) -> None:
         self.claimed = claimed
         self.run_id = claimed.run_id
-        self._store = store
-        self._tools = tools
-        self._config = config
+        self.store = store
+        self.real_tool = tools
+        self.config = config
         self._slots = step_slots
-        self._rand = rand
+        self.rand = rand
+        self._replanner = replanner
+        self._webhook = webhook
+        self.mode = claimed.mode
         self.plan = claimed.plan
         self.steps: dict[str, Step] = {s.id: s for s in self.plan.steps}
         self.rows: dict[str, StepRow] = {}
@@ -102,8 +126,19 @@ class RunDriver:
         self._wake = asyncio.Event()
         self._cancel = claimed.cancel_requested
         self._approvals_seen = 0
+        self._approval_hashes: dict[str, str | None] = {}
         self._draining = False
         self._trace_id: str | None = None
+        self._recorded: dict[str, Any] = {}
+        self._attempt_base: dict[str, int] = {}
+        self._heartbeat_details: dict[str, Any] = {}
+        self._spent = claimed.spent_usd
+        self._tenant_spent = claimed.tenant_spent_usd
+        self._replans = claimed.replans
+        self._claimed_at = time.monotonic()
+        self._gate_notices: list[dict[str, Any]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stop_reason: dict[str, Any] | None = None
         self._load()
         # Time to first execution: from the run's creation to its first step start.
         self._unstarted_since = (
@@ -113,38 +148,46 @@ class RunDriver:
     # -- state ------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        for raw in self.claimed.steps:
-            row = StepRow(
-                step_id=raw["step_id"],
-                status=raw["status"],
-                attempts=raw["attempts"],
-                output=raw["output"],
-                error=raw["error"],
-                first_started_at=(
-                    datetime.fromisoformat(raw["first_started_at"])
-                    if raw["first_started_at"]
-                    else None
-                ),
-            )
-            self.rows[row.step_id] = row
-            if row.status == StepStatus.SUCCEEDED:
-                self.outputs[row.step_id] = row.output
+        self.rows = {raw["step_id"]: StepRow.from_json(raw) for raw in self.claimed.steps}
         for step_id, row in self.rows.items():
+            if row.status in (StepStatus.SUCCEEDED, StepStatus.COMPENSATING):
+                self.outputs[step_id] = row.output
             if row.status == StepStatus.FAILED:
                 self.failed_run = True
-            step = self.steps[step_id]
-            if step.requires_approval and row.status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+            step = self.steps.get(step_id)
+            undecided = (StepStatus.BLOCKED, StepStatus.READY, StepStatus.AWAITING_APPROVAL)
+            if step is not None and step.requires_approval and row.status not in undecided:
                 self.decided.add(step_id)
+        if self.mode != "normal":
+            # Nothing real is called in a replay or a dry run: its gates pass by themselves.
+            self.approved = {s.id for s in self.plan.steps if s.requires_approval}
+
+    def _tool(self, name: str) -> ToolAdapter | None:
+        """The adapter of ``name`` in this run's mode."""
+        real = self.real_tool(name)
+        if real is None or self.mode == "normal":
+            return real
+        if self.mode == "dry_run":
+            return SimulatedTool(real.spec)
+        return RecordedTool(real.spec, self._recorded)
+
+    def _db_now(self) -> datetime:
+        """The database clock, extrapolated from the claim.
+
+        Leases and gate deadlines are computed from Postgres time only, never this host's.
+        """
+        base = self.claimed.db_now or _now()
+        return base + timedelta(seconds=time.monotonic() - self._claimed_at)
 
     def _state(self, step_id: str) -> StepState:
         row = self.rows[step_id]
-        return StepState(StepStatus(row.status), row.attempts)
+        return StepState(StepStatus(row.status), row.attempts, self._attempt_base.get(step_id, 0))
 
     def _apply(self, step_id: str, outcome: Outcome) -> None:
         """Run the transition function and stage its effects in the batch."""
         step = self.steps[step_id]
         row = self.rows[step_id]
-        change = transition(step, self._state(step_id), outcome, self._rand)
+        change = transition(step, self._state(step_id), outcome, self.rand)
         attempt = getattr(outcome, "attempt", None)
         row.status = change.after.value
         payload = dict(change.payload)
@@ -156,6 +199,8 @@ class RunDriver:
             row.finished_at = _now()
         if isinstance(outcome, Gate):
             APPROVALS.opened(self.run_id, step_id)
+            payload |= {"args_hash": row.args_hash, "deadline": _iso(row.gate_deadline)}
+            payload["rule_ids"] = self._rule_ids(step_id)
         elif isinstance(outcome, ApprovalDecided):
             APPROVALS.decided(self.run_id, step_id)
         if change.retry_in_s is not None:
@@ -164,8 +209,34 @@ class RunDriver:
             row.next_attempt_at = _now() + timedelta(seconds=change.retry_in_s)
         if change.fails_run:
             self.failed_run = True
-        self.batch.steps[step_id] = row
-        self.batch.events.append(EventWrite(change.event, step_id, attempt, payload))
+        self._stage(step_id, change.event, attempt, payload)
+
+    def move(
+        self, step_id: str, after: StepStatus, event: str, attempt: int | None, payload: Any
+    ) -> None:
+        """Stage a checked move outside the transition function (compensation, recovery).
+
+        Raises:
+            IllegalTransitionError: the move is not in ``LEGAL_STEP_TRANSITIONS``.
+        """
+        row = self.rows[step_id]
+        before = StepStatus(row.status)
+        if (before, after) not in LEGAL_STEP_TRANSITIONS:
+            raise IllegalTransitionError(f"step {step_id}: {before} -> {after} on {event}")
+        row.status = after.value
+        self._stage(step_id, event, attempt, payload)
+
+    def _stage(self, step_id: str, event: str, attempt: int | None, payload: Any) -> None:
+        self.batch.steps[step_id] = self.rows[step_id]
+        self.batch.events.append(EventWrite(event, step_id, attempt, payload))
+
+    def _rule_ids(self, step_id: str) -> list[str]:
+        return [
+            rule
+            for decision in self.claimed.policy_decisions
+            if decision.step_id == step_id
+            for rule in decision.rule_ids
+        ]
 
     def _promote(self, step_id: str) -> None:
         """Move a blocked step whose dependencies are done to ready.
@@ -176,44 +247,41 @@ class RunDriver:
         if row.status == StepStatus.BLOCKED:
             row.status = StepStatus.READY.value
 
+    # -- approval gates ---------------------------------------------------------------------
+
     def _open_gate(self, step_id: str) -> None:
-        """Wait at the gate with the arguments resolved, so the approver sees what will run."""
+        """Wait at the gate with the arguments resolved, so the approver sees what will run.
+
+        The decision is bound to the hash (RFC 8785, SHA-256) of those arguments; the gate
+        expires at its deadline (the step's ``approval_timeout_s`` or the executor's default).
+        """
+        step = self.steps[step_id]
         row = self.rows[step_id]
         try:
-            row.resolved_args = resolve_args(self.steps[step_id].args, self.outputs)
+            row.resolved_args = resolve_args(step.args, self.outputs)
+            row.args_hash = sha256_digest(row.resolved_args)
         except RefResolutionError:
             row.resolved_args = None  # the step will fail with the reason once approved
+            row.args_hash = None
+        timeout_s = step.approval_timeout_s or self.config.approval_timeout_s
+        row.gate_deadline = (
+            None if timeout_s is None else self._db_now() + timedelta(seconds=timeout_s)
+        )
         self._apply(step_id, Gate())
-
-    # -- recovery ---------------------------------------------------------------------------
-
-    def _recover(self) -> None:
-        """Rebuild from the tables: open attempts and recorded approvals."""
-        for open_attempt in self.claimed.open_attempts:
-            step_id = open_attempt["step_id"]
-            tool = self._tools(self.steps[step_id].tool)
-            if tool is not None and tool.spec.idempotent:
-                # Re-run with the same idempotency key: the tool deduplicates.
-                row = self.rows[step_id]
-                row.status = StepStatus.READY.value
-                self.batch.steps[step_id] = row
-                self.batch.attempts.append(
-                    AttemptWrite(
-                        step_id,
-                        open_attempt["attempt"],
-                        open_attempt["idempotency_key"],
-                        "failed",
-                        started_at=_now(),
-                        finished_at=_now(),
-                        error={"code": "worker_lost", "message": "worker lost", "retryable": True},
-                    )
-                )
-                self.batch.events.append(
-                    EventWrite("step.recovered", step_id, open_attempt["attempt"], {})
-                )
-            else:
-                self._apply(step_id, OutcomeUnknown(open_attempt["attempt"]))
-        self._take_approvals(self.claimed.approvals)
+        self._gate_notices.append(
+            {
+                "type": "approval.requested",
+                "tenant": self.plan.tenant,
+                "run_id": str(self.run_id),
+                "step_id": step_id,
+                "tool": step.tool,
+                "args": row.resolved_args,
+                "args_hash": row.args_hash,
+                "deadline": _iso(row.gate_deadline),
+                "rule_ids": self._rule_ids(step_id),
+                "approval_path": f"/v1/runs/{self.run_id}/steps/{step_id}/approval",
+            }
+        )
 
     def _take_approvals(self, approvals: list[dict[str, Any]]) -> None:
         self._approvals_seen = max(self._approvals_seen, len(approvals))
@@ -222,6 +290,7 @@ class RunDriver:
             if step_id in self.decided or step_id not in self.steps:
                 continue
             self.decided.add(step_id)
+            self._approval_hashes[step_id] = decision.get("args_hash")
             row = self.rows[step_id]
             if row.status == StepStatus.AWAITING_APPROVAL:
                 outcome = ApprovalDecided(
@@ -235,16 +304,127 @@ class RunDriver:
                 self._apply(step_id, Gate())
                 self._apply(step_id, ApprovalDecided(False, decision["by"], decision["comment"]))
 
+    def _next_deadline(self) -> datetime | None:
+        deadlines = [
+            row.gate_deadline
+            for row in self.rows.values()
+            if row.status == StepStatus.AWAITING_APPROVAL and row.gate_deadline is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    async def _expire_gates(self) -> None:
+        """Reject each gate past its deadline (database clock), then apply the decisions.
+
+        An approver who decided first wins: there is one decision row per gate.
+        """
+        due = self._next_deadline()
+        if due is None or due > self._db_now():
+            return
+        await self.flush()
+        if await self.store.expire_gates(self.run_id, self.claimed.lease_token):
+            self._take_approvals(await self.store.approvals(self.run_id))
+
+    def _send_gate_notices(self) -> None:
+        notices, self._gate_notices = self._gate_notices, []
+        if self._webhook is None:
+            return
+        for notice in notices:
+            task = asyncio.create_task(self._webhook.deliver(notice))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def _check_pinned(self) -> str | None:
+        """Why the stored run diverges from its pinned plan, or None (R9)."""
+        if self.claimed.content_hash and content_hash(self.plan) != self.claimed.content_hash:
+            return "the stored plan no longer matches the content hash pinned at run creation"
+        if set(self.rows) != set(self.steps):
+            return (
+                "the run's recorded steps diverge from its pinned plan: "
+                f"recorded {sorted(self.rows)}, plan {sorted(self.steps)}"
+            )
+        return None
+
+    def _recover(self) -> None:
+        """Rebuild from the tables: open attempts and recorded approvals."""
+        for open_attempt in self.claimed.open_attempts:
+            step_id = open_attempt["step_id"]
+            number = open_attempt["attempt"]
+            if step_id not in self.steps:
+                continue
+            if open_attempt.get("kind") == "compensation":
+                self._recover_compensation(step_id, open_attempt)
+                continue
+            tool = self._tool(self.steps[step_id].tool)
+            if tool is not None and tool.spec.idempotent:
+                # Re-run with the same idempotency key: the tool deduplicates.
+                lost = Failure("worker_lost", "the worker running the attempt was lost", True)
+                self.batch.attempts.append(
+                    AttemptWrite(
+                        step_id,
+                        number,
+                        open_attempt["idempotency_key"],
+                        "failed",
+                        started_at=_now(),
+                        finished_at=_now(),
+                        error=lost.as_json(),
+                    )
+                )
+                self._apply(step_id, Failed(number, lost))
+            else:
+                self._apply(step_id, OutcomeUnknown(number))
+        self._take_approvals(self.claimed.approvals)
+
+    def _recover_compensation(self, step_id: str, open_attempt: dict[str, Any]) -> None:
+        """A compensation call was in flight when the worker was lost.
+
+        An idempotent one runs again (same key); another waits for an operator.
+        """
+        compensation = self.steps[step_id].compensation
+        tool = self.real_tool(compensation.tool) if compensation is not None else None
+        if self.mode != "normal" or (tool is not None and tool.spec.idempotent):
+            lost = Failure("worker_lost", "the worker running the compensation was lost", True)
+            self.batch.attempts.append(
+                AttemptWrite(
+                    step_id,
+                    open_attempt["attempt"],
+                    open_attempt["idempotency_key"],
+                    "failed",
+                    started_at=_now(),
+                    finished_at=_now(),
+                    error=lost.as_json(),
+                    kind="compensation",
+                )
+            )
+            self.batch.events.append(
+                EventWrite("compensation.recovered", step_id, open_attempt["attempt"], {})
+            )
+            return
+        self.rows[step_id].finished_at = _now()
+        self.move(
+            step_id,
+            StepStatus.NEEDS_ATTENTION,
+            "compensation.needs_attention",
+            open_attempt["attempt"],
+            {"reason": "non-idempotent compensation started, outcome unknown"},
+        )
+
     # -- commits ----------------------------------------------------------------------------
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
+        """Commit the staged batch in one statement fenced by the lease token.
+
+        Raises:
+            LeaseLostError: another worker holds the run now; nothing was written.
+        """
         if not self.batch:
             return
         batch, self.batch = self.batch, Batch()
         if self._trace_id is not None:
             batch.events = [replace(e, trace_id=e.trace_id or self._trace_id) for e in batch.events]
-        result = await self._store.commit(
-            self.run_id, self.claimed.lease_token, self._config.worker_id, batch
+        result = await self.store.commit(
+            self.run_id, self.claimed.lease_token, self.config.worker_id, batch
         )
         if not result.fenced:
             raise LeaseLostError(f"run {self.run_id}: lease lost")
@@ -256,31 +436,87 @@ class RunDriver:
             )
         if result.cancel_requested:
             self._cancel = True
+        if self._gate_notices:
+            self._send_gate_notices()
 
     # -- steps ------------------------------------------------------------------------------
+
+    def key(self, step_id: str, args: Any, explicit: str | None = None) -> str:
+        """The idempotency key of a call of this run (``domain.arguments``)."""
+        return idempotency_key(self.plan.plan_id, step_id, args, explicit, self.claimed.key_scope)
+
+    def _spec_changed(self, tool: ToolAdapter) -> bool:
+        """Whether a tool's spec differs from the one pinned at run creation (R9)."""
+        pinned = self.claimed.tool_specs.get(tool.spec.name)
+        return pinned is not None and pinned != spec_hash(tool.spec)
+
+    def _refusal(
+        self, step_id: str, real: ToolAdapter | None, tool: ToolAdapter | None
+    ) -> tuple[Failure | None, dict[str, Any]]:
+        """Why a step may not call its tool now (and its resolved arguments otherwise)."""
+        step = self.steps[step_id]
+        if tool is None or real is None:
+            failure = Failure(
+                "tool_unavailable", f"tool {step.tool!r} is not in the catalog", retryable=False
+            )
+            return failure, {}
+        if self._spec_changed(real):
+            failure = Failure(
+                "tool_spec_changed",
+                f"the spec of tool {step.tool!r} changed since the run was created; the run"
+                " is pinned to the old one and will not call the new one",
+                retryable=False,
+            )
+            return failure, {}
+        try:
+            args: dict[str, Any] = resolve_args(step.args, self.outputs)
+        except RefResolutionError as exc:
+            return exc.failure, {}
+        bound = self._approval_hashes.get(step_id)
+        if self.mode == "normal" and bound is not None and bound != sha256_digest(args):
+            failure = Failure(
+                "approval_args_changed",
+                "the resolved arguments differ from those the approver saw",
+                retryable=False,
+            )
+            return failure, args
+        return None, args
+
+    def _over_budget(self, step_id: str, tool: ToolAdapter) -> bool:
+        """Stop the run (it fails, then is compensated) if the step would overspend."""
+        stop = over_budget(
+            Spend(
+                self._spent,
+                self.claimed.budget_usd,
+                self._tenant_spent,
+                self.config.tenant_budget_usd,
+            ),
+            0.0 if self.mode != "normal" else tool.spec.cost_usd,
+        )
+        if stop is None:
+            return False
+        self._stop_reason = {"code": "budget_exceeded", "step_id": step_id, **stop}
+        self.failed_run = True
+        self.batch.events.append(
+            EventWrite("run.budget_exceeded", step_id, None, self._stop_reason)
+        )
+        return True
 
     async def _start(self, step_id: str) -> None:
         step = self.steps[step_id]
         row = self.rows[step_id]
         self._promote(step_id)
-        tool = self._tools(step.tool)
+        tool = self._tool(step.tool)
         attempt = row.attempts + 1
-        if tool is None:
+        failure, args = self._refusal(step_id, self.real_tool(step.tool), tool)
+        if failure is None and tool is not None and self._over_budget(step_id, tool):
+            return
+        if failure is not None or tool is None:
+            assert failure is not None
             row.attempts = attempt
-            failure = Failure(
-                "tool_unavailable", f"tool {step.tool!r} is not in the catalog", retryable=False
-            )
             self._apply(step_id, Failed(attempt, failure))
             return
-        try:
-            args = resolve_args(step.args, self.outputs)
-        except RefResolutionError as exc:
-            row.attempts = attempt
-            self._apply(step_id, Failed(attempt, exc.failure))
-            return
-        key = idempotency_key(
-            self.plan.plan_id, self.plan.version, step.id, args, step.idempotency_key
-        )
+        key = self.key(step.id, args, step.idempotency_key)
         now = _now()
         row.attempts = attempt
         row.resolved_args = args
@@ -301,7 +537,7 @@ class RunDriver:
             self.batch.events.append(
                 EventWrite("step.started", step_id, attempt, {"idempotency_key": key})
             )
-            await self._flush()
+            await self.flush()
         ctx = InvocationContext(
             run_id=self.run_id,
             step_id=step_id,
@@ -311,6 +547,7 @@ class RunDriver:
             tenant=self.plan.tenant,
             first_started_at=row.first_started_at,
             traceparent=self.plan.traceparent,
+            heartbeat_details=self._heartbeat_details.get(step_id),
         )
         self.running[step_id] = asyncio.create_task(self._call(step, tool, args, ctx))
 
@@ -318,9 +555,11 @@ class RunDriver:
         self, step: Step, tool: ToolAdapter, args: dict[str, Any], ctx: InvocationContext
     ) -> AttemptResult:
         async with self._slots:
+            crash_if(self.config.fault, "before_call", step.id)
             result = await run_attempt(
-                step, tool, args, ctx, max_output_bytes=self._config.max_output_bytes
+                step, tool, args, ctx, max_output_bytes=self.config.max_output_bytes
             )
+            crash_if(self.config.fault, "after_call", step.id)
         await self._done.put(result)
         return result
 
@@ -349,13 +588,36 @@ class RunDriver:
                 error,
             )
         )
-        if not isinstance(outcome, Failed):
+        cost = self._cost(step_id, result)
+        if isinstance(outcome, Failed):
+            details = outcome.failure.details or {}
+            if "heartbeat" in details:
+                self._heartbeat_details[step_id] = details["heartbeat"]
+        else:
             self.rows[step_id].output = outcome.output
             self.rows[step_id].error = None
             self.outputs[step_id] = outcome.output
+            self.batch.progress = True
         self._apply(step_id, outcome)
-        if self.batch.events[-1].type.startswith("step."):
-            self.batch.events[-1].payload["duration_s"] = round(result.duration_s, 6)
+        last = self.batch.events[-1]
+        if last.type.startswith("step."):
+            last.payload["duration_s"] = round(result.duration_s, 6)
+            if cost:
+                last.payload["cost_usd"] = cost
+            if self.mode != "normal":
+                last.payload["mode"] = self.mode
+
+    def _cost(self, step_id: str, result: AttemptResult) -> float:
+        """What an attempt cost in USD: the tool's report, else its spec's estimate."""
+        if self.mode != "normal":
+            return 0.0
+        tool = self.real_tool(self.steps[step_id].tool)
+        estimate = tool.spec.cost_usd if tool is not None else 0.0
+        cost = result.cost_usd if result.cost_usd > 0 else estimate
+        self._spent += cost
+        self._tenant_spent += cost
+        self.batch.spent_usd += cost
+        return cost
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -373,6 +635,7 @@ class RunDriver:
                 "planexec.run.id": str(self.run_id),
                 "planexec.plan.id": str(self.plan.plan_id),
                 "planexec.plan.version": self.plan.version,
+                "planexec.run.mode": self.mode,
             },
         ) as span:
             self._trace_id = trace_id_of(span)
@@ -383,6 +646,11 @@ class RunDriver:
     async def _drive(self) -> RunStatus | None:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
+            divergence = self._check_pinned()
+            if divergence is not None:
+                return await self._finish_diverged(divergence)
+            if self.mode == "replay" and self.claimed.parent_run_id is not None:
+                self._recorded = await self.store.recorded_outputs(self.claimed.parent_run_id)
             self._recover()
             return await self._loop()
         except LeaseLostError:
@@ -411,17 +679,21 @@ class RunDriver:
         self.batch.release = True
         self.batch.notify = True
         self.batch.events.append(
-            EventWrite("run.released", payload={"worker": self._config.worker_id})
+            EventWrite("run.released", payload={"worker": self.config.worker_id})
         )
-        await self._flush()
+        await self.flush()
         return RunStatus.RUNNING
+
+    def _compensating(self) -> bool:
+        return any(r.status == StepStatus.COMPENSATING for r in self.rows.values())
 
     async def _loop(self) -> RunStatus:
         while True:
-            if self._cancel:
+            if self._cancel and not self._compensating():
                 return await self._finish_cancelled()
             if self._draining and not self.running:
                 return await self._release()
+            await self._expire_gates()
             now = time.monotonic()
             for step_id, due in list(self.waiting.items()):
                 if due <= now:
@@ -434,6 +706,8 @@ class RunDriver:
                 self.approved,
                 self.failed_run,
             )
+            if plan.run_status is RunStatus.FAILED and await self._replan():
+                continue
             if plan.run_status is not None:
                 return await self._finish(plan.run_status)
             for step_id in plan.gate:
@@ -444,15 +718,17 @@ class RunDriver:
                     await self._start(step_id)
             if not self.running and not self.waiting and not self._draining:
                 continue  # gates opened or starts failed at once: the state moved, look again
-            await self._flush()
+            await self.flush()
             await self._wait()
 
     async def _wait(self) -> None:
-        timeout: float | None = None
+        timeouts = [self.config.heartbeat_s] if not self.running else []
         if self.waiting:
-            timeout = max(0.0, min(self.waiting.values()) - time.monotonic())
-        if not self.running and timeout is None:
-            timeout = self._config.heartbeat_s
+            timeouts.append(max(0.0, min(self.waiting.values()) - time.monotonic()))
+        deadline = self._next_deadline()
+        if deadline is not None:
+            timeouts.append(max(0.0, (deadline - self._db_now()).total_seconds()))
+        timeout = min(timeouts) if timeouts else None
         getter = asyncio.ensure_future(self._done.get())
         waker = asyncio.ensure_future(self._wake.wait())
         done, _ = await asyncio.wait(
@@ -468,6 +744,7 @@ class RunDriver:
             self._record(self._done.get_nowait())
 
     async def _finish(self, status: RunStatus) -> RunStatus:
+        compensation_failed: list[str] = []
         if status is RunStatus.FAILED:
             for step_id, row in self.rows.items():
                 if row.status in (
@@ -476,17 +753,43 @@ class RunDriver:
                     StepStatus.AWAITING_APPROVAL,
                 ):
                     self._apply(step_id, Cancel())
+            compensation_failed = await Saga(self).compensate()
+            if any(r.status == StepStatus.NEEDS_ATTENTION for r in self.rows.values()):
+                status = RunStatus.NEEDS_ATTENTION  # an unknown outcome: an operator decides
         terminal = status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
         self.batch.run_status = status.value
         self.batch.finished = terminal
         self.batch.release = True
+        if status is RunStatus.PAUSED:
+            self.batch.wake_at = self._next_deadline()
         failed = [sid for sid, row in self.rows.items() if row.status == StepStatus.FAILED]
         payload: dict[str, Any] = {"failed_steps": failed} if failed else {}
+        compensated = [
+            sid for sid, row in self.rows.items() if row.status == StepStatus.COMPENSATED
+        ]
+        if compensated:
+            payload["compensated_steps"] = compensated
+        if compensation_failed:
+            payload["compensation_failed"] = compensation_failed
+        if self._stop_reason is not None:
+            payload["stopped"] = self._stop_reason
         if status is RunStatus.FAILED:
-            self.batch.run_error = {"failed_steps": failed}
+            self.batch.run_error = payload
         self.batch.events.append(EventWrite(f"run.{status.value}", payload=payload))
-        await self._flush()
+        await self.flush()
         return status
+
+    async def _finish_diverged(self, reason: str) -> RunStatus:
+        """Fail a run whose stored state contradicts its pinned plan; call nothing."""
+        _log.error("run_diverged", run_id=str(self.run_id), reason=reason)
+        error = {"code": "plan_divergence", "message": reason}
+        self.batch.run_status = RunStatus.FAILED.value
+        self.batch.run_error = error
+        self.batch.finished = True
+        self.batch.release = True
+        self.batch.events.append(EventWrite("run.failed", payload=error))
+        await self.flush()
+        return RunStatus.FAILED
 
     async def _finish_cancelled(self) -> RunStatus:
         for task in self.running.values():
@@ -506,21 +809,82 @@ class RunDriver:
                     {"code": "cancelled", "message": "run cancelled", "retryable": False},
                 )
             )
+        cancellable = {
+            StepStatus.BLOCKED,
+            StepStatus.READY,
+            StepStatus.RUNNING,
+            StepStatus.AWAITING_APPROVAL,
+            StepStatus.NEEDS_ATTENTION,
+        }
         for step_id, row in self.rows.items():
-            if row.status not in {s.value for s in TERMINAL_STEP}:
+            if row.status in cancellable:
                 self._apply(step_id, Cancel())
         self.batch.run_status = RunStatus.CANCELLED.value
         self.batch.finished = True
         self.batch.release = True
         self.batch.events.append(EventWrite("run.cancelled"))
-        await self._flush()
+        await self.flush()
         return RunStatus.CANCELLED
+
+    # -- replan -----------------------------------------------------------------------------
+
+    async def _replan(self) -> bool:
+        """Switch to a revised plan version when a step asked for it; True when it did."""
+        failed = [
+            sid
+            for sid, row in self.rows.items()
+            if row.status == StepStatus.FAILED and self.steps[sid].on_failure is OnFailure.REPLAN
+        ]
+        if not failed or self._replanner is None or self.mode != "normal":
+            return False
+        if self._replans >= self.config.max_replans:
+            self.batch.events.append(
+                EventWrite(
+                    "replan.refused",
+                    failed[0],
+                    payload={"reason": f"the run made {self._replans} replans, the cap"},
+                )
+            )
+            return False
+        await self.flush()
+        outcome = await self._replanner.replan(self, failed[0])
+        if outcome is None:
+            return False
+        self._switch(outcome)
+        return True
+
+    def _switch(self, revised: Revised) -> None:
+        """Continue on the revised version with the carried-over steps (already stored)."""
+        self.plan = revised.plan
+        self.claimed = replace(
+            self.claimed,
+            plan=revised.plan,
+            policy_decisions=revised.policy_decisions,
+            content_hash=revised.plan.content_hash or "",
+            tool_specs=revised.tool_specs,
+        )
+        self.steps = {s.id: s for s in self.plan.steps}
+        self.rows = {row.step_id: row for row in revised.rows}
+        self.outputs = {
+            sid: row.output for sid, row in self.rows.items() if row.status == StepStatus.SUCCEEDED
+        }
+        self._attempt_base = {
+            row.step_id: row.attempts for row in revised.rows if row.status != "succeeded"
+        }
+        self.approved = {sid for sid in self.approved if sid in self.outputs}
+        self.decided = {sid for sid in self.decided if sid in self.outputs}
+        self._approval_hashes = {}
+        self._approvals_seen = 0
+        self.failed_run = False
+        self._replans += 1
+
+    # -- lease ------------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self._config.heartbeat_s)
-            held, cancel, approvals = await self._store.heartbeat(
-                self.run_id, self.claimed.lease_token, self._config.lease_ttl_s
+            await asyncio.sleep(self.config.heartbeat_s)
+            held, cancel, approvals = await self.store.heartbeat(
+                self.run_id, self.claimed.lease_token, self.config.lease_ttl_s
             )
             if not held:
                 for task in self.running.values():
@@ -532,5 +896,27 @@ class RunDriver:
                 self._cancel = True
                 self._wake.set()
             if approvals > self._approvals_seen:
-                self._take_approvals(await self._store.approvals(self.run_id))
+                self._take_approvals(await self.store.approvals(self.run_id))
                 self._wake.set()
+
+
+def spec_hash(spec: ToolSpec) -> str:
+    """``sha256:<hex>`` of a tool spec's canonical JSON (RFC 8785): what a run pins."""
+    return sha256_digest(spec.model_dump(mode="json"))
+
+
+def pinned_specs(plan: Plan, tools: Callable[[str], ToolAdapter | None]) -> dict[str, str]:
+    """The spec hash of each tool a plan uses (its steps and compensations), by name."""
+    names = {s.tool for s in plan.steps} | {
+        s.compensation.tool for s in plan.steps if s.compensation is not None
+    }
+    pinned: dict[str, str] = {}
+    for name in sorted(names):
+        tool = tools(name)
+        if tool is not None:
+            pinned[name] = spec_hash(tool.spec)
+    return pinned
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

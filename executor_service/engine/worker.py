@@ -20,9 +20,11 @@ from planexec.db.notify import Notifier
 
 from ..domain.admission import admit
 from ..planner_client import PlannerClient, PlannerUnavailableError
-from ..store.runs import RunStore
+from ..store.runs import NewRun, RunStore
 from ..tools.registry import ToolRegistry
-from .driver import DriverConfig, RunDriver
+from .driver import DriverConfig, RunDriver, pinned_specs
+from .replan import Replanner
+from .webhook import GateWebhook
 
 _log = structlog.get_logger("planexec.executor.worker")
 
@@ -51,6 +53,8 @@ class Worker:
         accepted_schema_ids: tuple[str, ...] = ("planexec.plan/v1",),
         dispatch_wait_s: float = 10.0,
         liveness_file: Path | None = None,
+        webhook: GateWebhook | None = None,
+        run_budget_usd: float | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -65,6 +69,19 @@ class Worker:
         self._accepted = accepted_schema_ids
         self._dispatch_wait_s = dispatch_wait_s
         self._liveness_file = liveness_file
+        self._webhook = webhook
+        self._run_budget_usd = run_budget_usd
+        self._replanner = (
+            Replanner(
+                planner,
+                signing_key=signing_key,
+                accepted_schema_ids=accepted_schema_ids,
+                catalog_version=registry.catalog.catalog_version,
+                tools=registry.get,
+            )
+            if planner is not None
+            else None
+        )
         self._drivers: dict[asyncio.Task[object], RunDriver] = {}
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -99,14 +116,28 @@ class Worker:
             if free > 0:
                 try:
                     claimed = await self._store.claim_runs(
-                        self.id, limit=free, ttl_s=self._config.lease_ttl_s
+                        self.id,
+                        limit=free,
+                        ttl_s=self._config.lease_ttl_s,
+                        max_recoveries=self._config.max_recoveries,
                     )
                 except (OSError, ConnectionError) as exc:
                     _log.warning("claim_failed", error=str(exc))
                 except Exception as exc:  # database restarts surface as driver errors
                     _log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}")
             for run in claimed:
-                driver = RunDriver(run, self._store, self._registry.get, self._config, self._slots)
+                if run.status == "dead_letter":
+                    _log.error("run_dead_lettered", run_id=str(run.run_id))
+                    continue
+                driver = RunDriver(
+                    run,
+                    self._store,
+                    self._registry.get,
+                    self._config,
+                    self._slots,
+                    replanner=self._replanner,
+                    webhook=self._webhook,
+                )
                 task: asyncio.Task[object] = asyncio.create_task(driver.drive())
                 self._drivers[task] = driver
                 task.add_done_callback(self._driver_done)
@@ -181,7 +212,13 @@ class Worker:
                     )
                 else:
                     run_id, _ = await self._store.create_run(
-                        item.plan, item.policy_decisions, created_by=item.plan.created_by
+                        item.plan,
+                        item.policy_decisions,
+                        created_by=item.plan.created_by,
+                        new=NewRun(
+                            tool_specs=pinned_specs(item.plan, self._registry.get),
+                            budget_usd=self._run_budget_usd,
+                        ),
                     )
                 assert item.dispatch_id is not None
                 with contextlib.suppress(PlannerUnavailableError):

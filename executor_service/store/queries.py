@@ -25,6 +25,9 @@ class ApprovalOutcome:
     """This call recorded the decision (False: an earlier decision stands)."""
     existing: dict[str, Any] | None
     """The decision on record, when one exists."""
+    gate: dict[str, Any] | None = None
+    """Without a decision on record: the step's ``status``, ``args_hash``, ``gate_deadline``
+    and ``expired``, to say why nothing was recorded (None: no such step)."""
 
 
 def _cursor(created_at: datetime, run_id: UUID) -> str:
@@ -56,7 +59,8 @@ class RunQueries:
                         "SELECT run_id, plan_id, plan_version, content_hash, catalog_version,"
                         " policy_version, status, created_by, created_at, updated_at,"
                         " finished_at, error, cancel_requested, lease_owner, plan,"
-                        " policy_decisions, traceparent"
+                        " policy_decisions, traceparent, mode, parent_run_id, fork_from_step,"
+                        " budget_usd, spent_usd, replans, recovery_attempts, key_scope"
                         " FROM executor.runs WHERE tenant = :tenant AND run_id = :run_id"
                     ),
                     {"tenant": tenant, "run_id": run_id},
@@ -68,7 +72,8 @@ class RunQueries:
                 await conn.execute(
                     text(
                         "SELECT step_id, status, attempts, resolved_args, output, error,"
-                        " next_attempt_at, first_started_at, finished_at"
+                        " next_attempt_at, first_started_at, finished_at, args_hash,"
+                        " gate_deadline"
                         " FROM executor.steps WHERE run_id = :run_id"
                     ),
                     {"run_id": run_id},
@@ -77,9 +82,9 @@ class RunQueries:
             attempts = (
                 await conn.execute(
                     text(
-                        "SELECT step_id, attempt, idempotency_key, status, started_at,"
+                        "SELECT step_id, kind, attempt, idempotency_key, status, started_at,"
                         " finished_at, duration_s, error, worker FROM executor.attempts"
-                        " WHERE run_id = :run_id ORDER BY started_at, step_id, attempt"
+                        " WHERE run_id = :run_id ORDER BY started_at, step_id, kind, attempt"
                     ),
                     {"run_id": run_id},
                 )
@@ -87,7 +92,7 @@ class RunQueries:
             approvals = (
                 await conn.execute(
                     text(
-                        "SELECT step_id, decision, decided_by, comment, decided_at"
+                        "SELECT step_id, decision, decided_by, comment, decided_at, args_hash"
                         " FROM executor.approvals WHERE run_id = :run_id"
                     ),
                     {"run_id": run_id},
@@ -119,7 +124,7 @@ class RunQueries:
         """
         query = (
             "SELECT run_id, plan_id, plan_version, status, created_by, created_at, updated_at,"
-            " finished_at FROM executor.runs WHERE tenant = :tenant"
+            " finished_at, mode, parent_run_id FROM executor.runs WHERE tenant = :tenant"
             " AND (CAST(:status AS text) IS NULL OR status = :status)"
             " AND (CAST(:plan_id AS uuid) IS NULL OR plan_id = :plan_id)"
         )
@@ -194,6 +199,7 @@ class RunQueries:
         decision: str,
         by: str,
         comment: str | None,
+        args_hash: str | None = None,
     ) -> ApprovalOutcome:
         """Record an approver's decision once; a paused run is handed back to the workers."""
         async with self._auto.connect() as conn:
@@ -207,20 +213,37 @@ class RunQueries:
                         "decision": decision,
                         "by": by,
                         "comment": comment,
+                        "args_hash": args_hash,
                     },
                 )
             ).one()
             existing = (
                 await conn.execute(
                     text(
-                        "SELECT decision, decided_by, comment, decided_at FROM executor.approvals"
+                        "SELECT decision, decided_by, comment, decided_at, args_hash"
+                        " FROM executor.approvals"
                         " WHERE tenant = :tenant AND run_id = :run_id AND step_id = :step_id"
                     ),
                     {"tenant": tenant, "run_id": run_id, "step_id": step_id},
                 )
             ).first()
+            gate = None
+            if existing is None:
+                gate = (
+                    await conn.execute(
+                        text(
+                            "SELECT s.status, s.args_hash, s.gate_deadline,"
+                            " s.gate_deadline <= now() AS expired FROM executor.steps s"
+                            " JOIN executor.runs r ON r.run_id = s.run_id"
+                            " WHERE r.tenant = :tenant AND s.run_id = :run_id"
+                            " AND s.step_id = :step_id"
+                        ),
+                        {"tenant": tenant, "run_id": run_id, "step_id": step_id},
+                    )
+                ).first()
         return ApprovalOutcome(
             gated=bool(row.gated),
             recorded=bool(row.recorded),
             existing=None if existing is None else dict(existing._mapping),
+            gate=None if gate is None else dict(gate._mapping),
         )

@@ -26,9 +26,16 @@ _CLAIM_RUNS = named(sql.CLAIM_RUNS)
 _COMMIT = named(sql.COMMIT)
 _HEARTBEAT = named(sql.HEARTBEAT)
 _APPROVALS = named(sql.NEW_APPROVALS)
-_EXISTING_RUN = named(
-    "SELECT run_id FROM executor.runs WHERE tenant = :tenant AND plan_id = :plan_id"
-    " AND plan_version = :version"
+_EXISTING_RUN = named(sql.EXISTING_RUN)
+_RECORDED_OUTPUTS = named(
+    "SELECT step_id, output FROM executor.steps WHERE run_id = :run_id"
+    " AND status IN ('succeeded', 'compensating', 'compensated')"
+)
+_REPLAN = named(sql.REPLAN)
+_EXPIRE_GATES = named(sql.EXPIRE_GATES)
+_COMPENSATION_ATTEMPTS = named(
+    "SELECT step_id, max(attempt) AS attempts FROM executor.attempts"
+    " WHERE run_id = :run_id AND kind = 'compensation' GROUP BY step_id"
 )
 
 
@@ -45,6 +52,10 @@ class StepRow:
     next_attempt_at: datetime | None = None
     first_started_at: datetime | None = None
     finished_at: datetime | None = None
+    args_hash: str | None = None
+    """Hash of the resolved arguments shown at the approval gate."""
+    gate_deadline: datetime | None = None
+    """When the open approval gate expires (counts as a rejection)."""
 
     def as_json(self) -> dict[str, Any]:
         """The row as ``jsonb_to_recordset`` input."""
@@ -58,7 +69,30 @@ class StepRow:
             "next_attempt_at": _iso(self.next_attempt_at),
             "first_started_at": _iso(self.first_started_at),
             "finished_at": _iso(self.finished_at),
+            "args_hash": self.args_hash,
+            "gate_deadline": _iso(self.gate_deadline),
         }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StepRow:
+        """A row from its JSON form in the claim statement."""
+
+        def when(key: str) -> datetime | None:
+            value = raw.get(key)
+            return datetime.fromisoformat(value) if value else None
+
+        return cls(
+            step_id=raw["step_id"],
+            status=raw["status"],
+            attempts=raw["attempts"],
+            output=raw["output"],
+            error=raw["error"],
+            resolved_args=raw.get("resolved_args"),
+            first_started_at=when("first_started_at"),
+            finished_at=when("finished_at"),
+            args_hash=raw.get("args_hash"),
+            gate_deadline=when("gate_deadline"),
+        )
 
 
 @dataclass(frozen=True)
@@ -73,6 +107,19 @@ class AttemptWrite:
     finished_at: datetime | None = None
     duration_s: float | None = None
     error: dict[str, Any] | None = None
+    kind: str = "action"
+    """``action`` (the step's call) or ``compensation`` (its undo)."""
+
+
+@dataclass(frozen=True)
+class ApprovalWrite:
+    """A decision the driver records itself (an expired gate counts as a rejection)."""
+
+    step_id: str
+    decision: str
+    by: str
+    comment: str | None
+    args_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -98,6 +145,13 @@ class Batch:
     finished: bool = False
     release: bool = False
     notify: bool = False
+    approvals: list[ApprovalWrite] = field(default_factory=list)
+    wake_at: datetime | None = None
+    """When a released, paused run must be claimed again (its first gate deadline)."""
+    spent_usd: float = 0.0
+    """Cost of the attempts in this batch, in USD (added to the run and the tenant's day)."""
+    progress: bool = False
+    """A step succeeded: the run's count of recoveries without progress starts again."""
 
     def __bool__(self) -> bool:
         return bool(self.steps or self.attempts or self.events or self.run_status)
@@ -130,6 +184,48 @@ class ClaimedRun:
     approvals: list[dict[str, Any]]
     created_at: datetime | None = None
     """When the run was created (database clock)."""
+    status: str = "running"
+    """``running``, or ``dead_letter`` when this claim dead-lettered the run instead."""
+    mode: str = "normal"
+    """``normal``, ``replay`` (recorded outputs) or ``dry_run`` (simulated outputs)."""
+    parent_run_id: uuid.UUID | None = None
+    """The run this one was forked, retried or replayed from."""
+    key_scope: str | None = None
+    """Extra input of the idempotency keys (a fork's own run id), or None."""
+    content_hash: str = ""
+    """The pinned plan's content hash as recorded at run creation."""
+    budget_usd: float | None = None
+    spent_usd: float = 0.0
+    tool_specs: dict[str, str] = field(default_factory=dict)
+    """Pinned hash of each used tool's spec at run creation."""
+    replans: int = 0
+    recovered: bool = False
+    """The previous lease holder never let go (crash or partition)."""
+    tenant_spent_usd: float = 0.0
+    """What the tenant spent today (UTC day, database clock) when the run was claimed."""
+    db_now: datetime | None = None
+    """The database clock at the claim: deadlines are computed from it, not the host's."""
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """How to create a run beyond its plan: mode, lineage, carried-over steps, budget."""
+
+    mode: str = "normal"
+    parent_run_id: uuid.UUID | None = None
+    fork_from_step: str | None = None
+    key_scope: str | None = None
+    dedup_key: str | None = None
+    """Unique per tenant; default ``plan:<plan_id>:<version>`` for a normal root run."""
+    request_hash: str | None = None
+    budget_usd: float | None = None
+    tool_specs: dict[str, str] = field(default_factory=dict)
+    carried: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Steps that start succeeded: ``{step_id: {"output": ..., "resolved_args": ...}}``."""
+
+
+class IdempotencyKeyReusedError(ValueError):
+    """A run-creation key was used before with a different request."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -142,14 +238,11 @@ class RunStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def _existing(self, plan: Plan) -> uuid.UUID:
-        run_id: uuid.UUID = await self._pool.fetchval(
-            _EXISTING_RUN.sql,
-            *_EXISTING_RUN.args(
-                {"tenant": plan.tenant, "plan_id": plan.plan_id, "version": plan.version}
-            ),
+    async def _existing(self, tenant: str, dedup_key: str) -> tuple[uuid.UUID, str | None]:
+        row = await self._pool.fetchrow(
+            _EXISTING_RUN.sql, *_EXISTING_RUN.args({"tenant": tenant, "dedup_key": dedup_key})
         )
-        return run_id
+        return row["run_id"], row["request_hash"]
 
     async def create_run(
         self,
@@ -158,15 +251,44 @@ class RunStore:
         *,
         created_by: str,
         trace_id: str | None = None,
+        new: NewRun | None = None,
     ) -> tuple[uuid.UUID, bool]:
-        """Create the run of a plan version, once: (run id, True) or the existing (id, False).
+        """Create a run once: (run id, True), or the existing run's (id, False).
 
-        Run creation is idempotent on (tenant, plan_id, version) (DESIGN §5).
+        A normal root run is unique per plan version (DESIGN §5) unless ``new.dedup_key``
+        (a client's ``Idempotency-Key``) says otherwise; forks, retries, replays and dry runs
+        are unique only by their own key.
+
+        Raises:
+            IdempotencyKeyReusedError: the key was used with another ``request_hash``.
         """
+        new = new or NewRun()
         run_id = uuid.uuid4()
-        steps = [
-            {"step_id": s.id, "status": "blocked" if s.depends_on else "ready"} for s in plan.steps
-        ]
+        dedup_key = new.dedup_key
+        if dedup_key is None and new.mode == "normal" and new.parent_run_id is None:
+            dedup_key = f"plan:{plan.plan_id}:{plan.version}"
+        steps: list[dict[str, Any]] = []
+        for s in plan.steps:
+            carried = new.carried.get(s.id)
+            if carried is not None:
+                steps.append({"step_id": s.id, "status": "succeeded", **carried})
+            else:
+                steps.append({"step_id": s.id, "status": "blocked" if s.depends_on else "ready"})
+        event: dict[str, Any] = {
+            "plan_id": str(plan.plan_id),
+            "version": plan.version,
+            "content_hash": plan.content_hash,
+            "catalog_version": plan.catalog_version,
+            "policy_version": plan.policy_version,
+            "created_by": created_by,
+            "mode": new.mode,
+        }
+        if new.parent_run_id is not None:
+            event |= {"parent_run_id": str(new.parent_run_id), "carried": sorted(new.carried)}
+        if new.fork_from_step is not None:
+            event["fork_from_step"] = new.fork_from_step
+        if new.budget_usd is not None:
+            event["budget_usd"] = new.budget_usd
         params = {
             "tenant": plan.tenant,
             "run_id": run_id,
@@ -180,28 +302,32 @@ class RunStore:
             "created_by": created_by,
             "traceparent": plan.traceparent,
             "steps": json.dumps(steps),
-            "event": json.dumps(
-                {
-                    "plan_id": str(plan.plan_id),
-                    "version": plan.version,
-                    "content_hash": plan.content_hash,
-                    "catalog_version": plan.catalog_version,
-                    "policy_version": plan.policy_version,
-                    "created_by": created_by,
-                }
-            ),
+            "event": json.dumps(event),
             "trace_id": trace_id,
+            "mode": new.mode,
+            "parent_run_id": new.parent_run_id,
+            "fork_from_step": new.fork_from_step,
+            "key_scope": new.key_scope,
+            "dedup_key": dedup_key,
+            "request_hash": new.request_hash,
+            "budget_usd": new.budget_usd,
+            "tool_specs": json.dumps(new.tool_specs),
         }
         row = await self._pool.fetchrow(_CREATE_RUN.sql, *_CREATE_RUN.args(params))
         if row["created"] is not None:
             return row["created"], True
-        return await self._existing(plan), False
+        assert dedup_key is not None  # only a unique key can conflict
+        existing, request_hash = await self._existing(plan.tenant, dedup_key)
+        if new.request_hash is not None and request_hash != new.request_hash:
+            raise IdempotencyKeyReusedError(dedup_key)
+        return existing, False
 
     async def create_refused_run(
         self, plan: Plan, decisions: list[PolicyDecision], code: str, message: str
     ) -> tuple[uuid.UUID, bool]:
         """Record a dispatched plan that failed admission as a failed run with the reason."""
         error = {"code": code, "message": message}
+        dedup_key = f"plan:{plan.plan_id}:{plan.version}"
         params = {
             "tenant": plan.tenant,
             "run_id": uuid.uuid4(),
@@ -216,17 +342,33 @@ class RunStore:
             "traceparent": plan.traceparent,
             "error": json.dumps(error),
             "steps": json.dumps([{"step_id": s.id} for s in plan.steps]),
+            "dedup_key": dedup_key,
         }
         row = await self._pool.fetchrow(_CREATE_REFUSED_RUN.sql, *_CREATE_REFUSED_RUN.args(params))
         if row["created"] is not None:
             return row["created"], True
-        return await self._existing(plan), False
+        existing, _ = await self._existing(plan.tenant, dedup_key)
+        return existing, False
 
-    async def claim_runs(self, worker: str, *, limit: int, ttl_s: float) -> list[ClaimedRun]:
-        """Lease up to ``limit`` runnable runs to ``worker`` (``FOR UPDATE SKIP LOCKED``)."""
+    async def claim_runs(
+        self, worker: str, *, limit: int, ttl_s: float, max_recoveries: int = 5
+    ) -> list[ClaimedRun]:
+        """Lease up to ``limit`` runnable runs to ``worker`` (``FOR UPDATE SKIP LOCKED``).
+
+        Runnable: pending, running with an expired lease, or paused with a gate deadline
+        due. A run recovered more than ``max_recoveries`` times in a row without a step
+        succeeding is dead-lettered instead (returned with ``status="dead_letter"``).
+        """
         rows = await self._pool.fetch(
             _CLAIM_RUNS.sql,
-            *_CLAIM_RUNS.args({"worker": worker, "limit": limit, "ttl_s": ttl_s}),
+            *_CLAIM_RUNS.args(
+                {
+                    "worker": worker,
+                    "limit": limit,
+                    "ttl_s": ttl_s,
+                    "max_recoveries": max_recoveries,
+                }
+            ),
         )
         return [
             ClaimedRun(
@@ -243,6 +385,18 @@ class RunStore:
                 open_attempts=row["open_attempts"],
                 approvals=row["approvals"],
                 created_at=row["created_at"],
+                status=row["status"],
+                mode=row["mode"],
+                parent_run_id=row["parent_run_id"],
+                key_scope=row["key_scope"],
+                content_hash=row["content_hash"],
+                budget_usd=row["budget_usd"],
+                spent_usd=row["spent_usd"],
+                tool_specs=row["tool_specs"],
+                replans=row["replans"],
+                recovered=row["recovered"],
+                tenant_spent_usd=float(row["tenant_spent_usd"]),
+                db_now=row["db_now"],
             )
             for row in rows
         ]
@@ -261,11 +415,27 @@ class RunStore:
             "finished": batch.finished,
             "release": batch.release,
             "notify": batch.notify,
+            "wake_at": batch.wake_at,
+            "spent_usd": batch.spent_usd,
+            "progress": batch.progress,
+            "approvals": json.dumps(
+                [
+                    {
+                        "step_id": a.step_id,
+                        "decision": a.decision,
+                        "by": a.by,
+                        "comment": a.comment,
+                        "args_hash": a.args_hash,
+                    }
+                    for a in batch.approvals
+                ]
+            ),
             "steps": json.dumps([row.as_json() for row in batch.steps.values()]),
             "attempts": json.dumps(
                 [
                     {
                         "step_id": a.step_id,
+                        "kind": a.kind,
                         "attempt": a.attempt,
                         "idempotency_key": a.idempotency_key,
                         "status": a.status,
@@ -313,3 +483,66 @@ class RunStore:
         """Approval decisions recorded for a run."""
         rows = await self._pool.fetch(_APPROVALS.sql, *_APPROVALS.args({"run_id": run_id}))
         return [dict(row) for row in rows]
+
+    async def recorded_outputs(self, run_id: uuid.UUID) -> dict[str, Any]:
+        """Outputs a run recorded, by step id (what a replay of it returns)."""
+        rows = await self._pool.fetch(
+            _RECORDED_OUTPUTS.sql, *_RECORDED_OUTPUTS.args({"run_id": run_id})
+        )
+        return {row["step_id"]: row["output"] for row in rows}
+
+    async def replan(
+        self,
+        run_id: uuid.UUID,
+        token: uuid.UUID,
+        plan: Plan,
+        decisions: list[PolicyDecision],
+        steps: list[StepRow],
+        event: dict[str, Any],
+        tool_specs: dict[str, str],
+    ) -> bool:
+        """Switch a leased run to a revised plan version in one fenced statement.
+
+        ``steps`` are the new version's rows (carried-over steps keep their output); rows
+        and approvals of steps not in ``steps`` are removed, attempts and events are kept.
+
+        Returns:
+            False when the lease was lost (nothing was written).
+        """
+        params = {
+            "run_id": run_id,
+            "token": token,
+            "version": plan.version,
+            "content_hash": plan.content_hash,
+            "catalog_version": plan.catalog_version,
+            "policy_version": plan.policy_version,
+            "plan": plan.model_dump_json(),
+            "decisions": json.dumps([d.model_dump(mode="json") for d in decisions]),
+            "steps": json.dumps([row.as_json() for row in steps]),
+            "keep": [row.step_id for row in steps],
+            "event": json.dumps(event),
+            "tool_specs": json.dumps(tool_specs),
+        }
+        row = await self._pool.fetchrow(_REPLAN.sql, *_REPLAN.args(params))
+        return bool(row["fenced"])
+
+    async def expire_gates(self, run_id: uuid.UUID, token: uuid.UUID) -> int:
+        """Reject each gate of a leased run past its deadline (database clock).
+
+        The rejection is recorded by ``system:deadline``; an approver's decision already on
+        record wins.
+
+        Returns:
+            How many gates expired now.
+        """
+        row = await self._pool.fetchrow(
+            _EXPIRE_GATES.sql, *_EXPIRE_GATES.args({"run_id": run_id, "token": token})
+        )
+        return int(row["expired"])
+
+    async def compensation_attempts(self, run_id: uuid.UUID) -> dict[str, int]:
+        """The highest compensation attempt number recorded per step."""
+        rows = await self._pool.fetch(
+            _COMPENSATION_ATTEMPTS.sql, *_COMPENSATION_ATTEMPTS.args({"run_id": run_id})
+        )
+        return {row["step_id"]: int(row["attempts"]) for row in rows}

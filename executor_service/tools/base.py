@@ -7,6 +7,7 @@ enforced by the engine (asyncio cancellation), so an adapter must be cancellatio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -37,6 +38,11 @@ class InvocationContext:
     from it so that a resumed ``wait`` only waits for what is left."""
     traceparent: str | None = None
     """W3C Trace Context of the step's span, to propagate to the tool."""
+    heartbeat: Callable[[Any], None] = field(default=lambda details: None)
+    """Report progress (``details``: any JSON value); a step with ``heartbeat_timeout_s``
+    fails with ``heartbeat_timeout`` when an attempt stops calling it."""
+    heartbeat_details: Any = None
+    """The last details the previous attempt of this step reported, for resuming its work."""
 
 
 @dataclass(frozen=True)

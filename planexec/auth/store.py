@@ -117,6 +117,30 @@ class ApiKeyStore:
             )
         return principal
 
+    async def principal_of(self, tenant: str, subject: str) -> Principal:
+        """What ``subject`` of ``tenant`` may do now: the union of its live keys' grants.
+
+        No roles or scopes when it has no live key (policy then fails closed).
+
+        Used when a service acts for a person, e.g. a replan on behalf of a run's creator.
+        """
+        async with self._auto.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT roles, scopes FROM planner.api_keys WHERE tenant = :tenant"
+                        " AND subject = :subject AND revoked_at IS NULL"
+                    ),
+                    {"tenant": tenant, "subject": subject},
+                )
+            ).all()
+        return Principal(
+            tenant=tenant,
+            subject=subject,
+            roles=frozenset(Role(r) for row in rows for r in row.roles),
+            scopes=frozenset(s for row in rows for s in row.scopes),
+        )
+
     async def revoke(self, key_id: str) -> bool:
         """Revoke a key; True when a live key was revoked."""
         for cached in [k for k in self._cache if k[0] == key_id]:

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from planexec.auth import ApiKeyStore
 from planexec.db.notify import Notifier
 from planexec.errors import (
     AuthenticationRequiredError,
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    RequestValidationFailedError,
 )
 from planexec.web import DISPATCH_SCOPE, problem_responses, require_scope
 from shared_schemas import Plan, PolicyDecision, Principal
 
+from ..plan_service import PlanService, RevisionInput
 from ..store.dispatch import DispatchStore
 
 router = APIRouter(prefix="/v1/dispatch", tags=["dispatch"])
@@ -83,6 +86,22 @@ class DispatchedPlan(BaseModel):
     """``ready`` or ``rejected``; only ready plans may run."""
 
 
+class ReplanRequest(BaseModel):
+    """An executor asks for version n+1 of a plan because a run's step failed for good."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    tenant: str = Field(min_length=1, max_length=128)
+    """Tenant of the plan and the run."""
+    base_version: int = Field(ge=1)
+    """The version the run executes; 409 when it is no longer the latest."""
+    run_id: UUID
+    """The run that asks (recorded with the failure context)."""
+    failure_context: dict[str, Any]
+    """What failed: step id, error, and the completed steps. Tool outputs in it are untrusted
+    data; the revision is validated and checked against policy like any draft."""
+
+
 def _store(request: Request) -> DispatchStore:
     store: DispatchStore = request.app.state.dispatch_store
     return store
@@ -141,3 +160,39 @@ async def plan_for_executor(
         raise NotFoundError(f"plan {plan_id} version {version} not found")
     plan, decisions, plan_status = found
     return DispatchedPlan(plan=plan, policy_decisions=decisions, status=plan_status)
+
+
+@router.post(
+    "/plans/{plan_id}/revisions",
+    operation_id="replanForExecutor",
+    status_code=status.HTTP_201_CREATED,
+    responses=_ERRORS
+    | problem_responses(NotFoundError, ConflictError, RequestValidationFailedError),
+)
+async def replan(
+    request: Request, _: ServicePrincipal, plan_id: UUID, body: ReplanRequest
+) -> DispatchedPlan:
+    """Revise a plan after a run's failure, on behalf of the plan's creator.
+
+    Policy is evaluated for the creator as they are now (the union of their live keys' roles
+    and scopes), never for the service key; a revision that adds a side-effecting call is
+    marked ``require_approval`` (rule ``planexec.revision.new-side-effect``).
+    """
+    plans = _store(request)
+    found = await plans.plan_for(body.tenant, plan_id, body.base_version)
+    if found is None:
+        raise NotFoundError(f"plan {plan_id} version {body.base_version} not found")
+    keys: ApiKeyStore = request.app.state.key_store
+    creator = await keys.principal_of(body.tenant, found[0].created_by)
+    service: PlanService = request.app.state.plan_service
+    stored = await service.revise(
+        creator,
+        plan_id,
+        RevisionInput(
+            base_version=body.base_version,
+            failure_context={**body.failure_context, "run_id": str(body.run_id)},
+        ),
+    )
+    return DispatchedPlan(
+        plan=stored.plan, policy_decisions=stored.policy_decisions, status=stored.status
+    )
