@@ -321,7 +321,7 @@ WITH run AS (
     RETURNING tenant, run_id, next_seq - 1 AS seq
 ), event AS (
     INSERT INTO executor.run_events (tenant, run_id, seq, type, payload)
-    SELECT tenant, run_id, seq, 'run.resumed', jsonb_build_object('by', :by) FROM run
+    SELECT tenant, run_id, seq, 'run.resumed', jsonb_build_object('by', CAST(:by AS text)) FROM run
     RETURNING 1
 ), notified AS (
     SELECT pg_notify('planexec_runs', '') FROM run
