@@ -19,7 +19,7 @@ from planexec.web import problem_responses, require_role
 from shared_schemas import Plan, PolicyDecision, Principal, Role
 
 from ..domain.admission import admit
-from ..engine.driver import pinned_specs
+from ..engine.pinning import pinned_specs
 from ..store.operator import ActionRefused, OperatorActions
 from ..store.queries import RunQueries
 from ..store.runs import NewRun, RunStore

@@ -26,7 +26,7 @@ from shared_schemas.canonical import sha256_digest
 
 from ..domain.admission import admit
 from ..domain.states import TERMINAL_RUN
-from ..engine.driver import pinned_specs
+from ..engine.pinning import pinned_specs
 from ..planner_client import PlannerClient, PlannerUnavailableError
 from ..store import runs as run_store
 from ..store.queries import RunQueries

@@ -126,12 +126,12 @@ def simulated_output(schema: dict[str, Any], *, seed: str) -> Any:
     if not isinstance(schema, dict):
         raise SimulationError("the schema is not a JSON object")
     try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-        _local_refs_only(schema, 0)
-    except jsonschema.SchemaError as exc:
-        raise SimulationError(f"not a valid JSON Schema (draft 2020-12): {exc.message}") from exc
-    except RecursionError as exc:
-        raise SimulationError("the schema nests too deeply") from exc
+        schema_json = json.dumps(schema, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SimulationError(f"the schema is not JSON: {exc}") from exc
+    invalid = _schema_problem(schema_json)
+    if invalid is not None:
+        raise SimulationError(invalid)
     # An empty registry: a reference out of the schema is never retrieved.
     validator = jsonschema.Draft202012Validator(
         schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER, registry=Registry()
@@ -145,6 +145,22 @@ def simulated_output(schema: dict[str, Any], *, seed: str) -> Any:
     if problem is not None:
         raise SimulationError(f"the simulated output does not conform: {problem}")
     return value
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_problem(schema_json: str) -> str | None:
+    """Why the schema cannot be used, or None; cached: a catalog's schemas recur every run."""
+    schema = json.loads(schema_json)
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)  # the costly part
+        _local_refs_only(schema, 0)
+    except jsonschema.SchemaError as exc:
+        return f"not a valid JSON Schema (draft 2020-12): {exc.message}"
+    except RecursionError:
+        return "the schema nests too deeply"
+    except SimulationError as exc:
+        return str(exc)
+    return None
 
 
 def _local_refs_only(node: Any, depth: int) -> None:

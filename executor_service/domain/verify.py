@@ -7,18 +7,24 @@ import json
 from typing import Any
 
 import jsonschema
+import referencing
 from jsonschema.protocols import Validator
+from referencing.exceptions import Unresolvable
 
 from shared_schemas import AssertionOp, OutputAssertion, SuccessCriteria
 from shared_schemas.refs import PointerNotFoundError, RefSyntaxError, resolve_pointer
 
 from .transitions import Failure
 
+# Never retrieve a remote "$ref": tool schemas come from outside (OpenAPI documents, MCP
+# servers), and a fetch would be an SSRF from the executor (RELIABILITY S7, S10).
+_NO_REMOTE = referencing.Registry()
+
 
 @functools.lru_cache(maxsize=1024)
 def _validator(schema_json: str) -> Validator:
     schema = json.loads(schema_json)
-    validator: Validator = jsonschema.Draft202012Validator(schema)
+    validator: Validator = jsonschema.Draft202012Validator(schema, registry=_NO_REMOTE)
     return validator
 
 
@@ -44,9 +50,12 @@ def _schema_errors(schema: dict[str, Any], value: Any) -> list[str]:
     if not schema:
         return []
     validator = _validator_for(schema)
+    try:
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.path)))
+    except Unresolvable as exc:
+        return [f"the output schema has a $ref that cannot be resolved here: {exc}"]
     return [
-        f"{'/' + '/'.join(str(p) for p in err.absolute_path)}: {err.message}"
-        for err in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.path)))[:5]
+        f"{'/' + '/'.join(str(p) for p in err.absolute_path)}: {err.message}" for err in errors[:5]
     ]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from planexec.telemetry import APPROVALS, METRICS, TRACER, context_from_traceparent, trace_id_of
-from shared_schemas import OnFailure, Plan, Step, ToolSpec, content_hash
+from shared_schemas import OnFailure, Step
 from shared_schemas.canonical import sha256_digest
 
 from ..domain.arguments import RefResolutionError, idempotency_key, resolve_args
@@ -42,7 +42,9 @@ from ..store.runs import AttemptWrite, Batch, ClaimedRun, EventWrite, RunStore, 
 from ..tools.base import InvocationContext, ToolAdapter
 from .attempt import AttemptResult, run_attempt
 from .faults import crash_if
+from .gates import Gates
 from .modes import RecordedTool, SimulatedTool
+from .pinning import divergence_from_pin, spec_hash
 from .replan import Replanner, Revised
 from .saga import Saga
 from .webhook import GateWebhook
@@ -109,7 +111,6 @@ class RunDriver:
         self._slots = step_slots
         self.rand = rand
         self._replanner = replanner
-        self._webhook = webhook
         self.mode = claimed.mode
         self.plan = claimed.plan
         self.steps: dict[str, Step] = {s.id: s for s in self.plan.steps}
@@ -118,15 +119,12 @@ class RunDriver:
         self.running: dict[str, asyncio.Task[AttemptResult]] = {}
         self.started: dict[str, _Started] = {}
         self.waiting: dict[str, float] = {}
-        self.approved: set[str] = set()
-        self.decided: set[str] = set()
+        self.gates = Gates(self, webhook)
         self.failed_run = False
         self.batch = Batch()
         self._done: asyncio.Queue[AttemptResult] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._cancel = claimed.cancel_requested
-        self._approvals_seen = 0
-        self._approval_hashes: dict[str, str | None] = {}
         self._draining = False
         self._trace_id: str | None = None
         self._recorded: dict[str, Any] = {}
@@ -136,8 +134,6 @@ class RunDriver:
         self._tenant_spent = claimed.tenant_spent_usd
         self._replans = claimed.replans
         self._claimed_at = time.monotonic()
-        self._gate_notices: list[dict[str, Any]] = []
-        self._background: set[asyncio.Task[Any]] = set()
         self._stop_reason: dict[str, Any] | None = None
         self._load()
         # Time to first execution: from the run's creation to its first step start.
@@ -157,10 +153,10 @@ class RunDriver:
             step = self.steps.get(step_id)
             undecided = (StepStatus.BLOCKED, StepStatus.READY, StepStatus.AWAITING_APPROVAL)
             if step is not None and step.requires_approval and row.status not in undecided:
-                self.decided.add(step_id)
+                self.gates.decided.add(step_id)
         if self.mode != "normal":
             # Nothing real is called in a replay or a dry run: its gates pass by themselves.
-            self.approved = {s.id for s in self.plan.steps if s.requires_approval}
+            self.gates.approved = {s.id for s in self.plan.steps if s.requires_approval}
 
     def _tool(self, name: str) -> ToolAdapter | None:
         """The adapter of ``name`` in this run's mode."""
@@ -171,7 +167,7 @@ class RunDriver:
             return SimulatedTool(real.spec)
         return RecordedTool(real.spec, self._recorded)
 
-    def _db_now(self) -> datetime:
+    def db_now(self) -> datetime:
         """The database clock, extrapolated from the claim.
 
         Leases and gate deadlines are computed from Postgres time only, never this host's.
@@ -183,7 +179,7 @@ class RunDriver:
         row = self.rows[step_id]
         return StepState(StepStatus(row.status), row.attempts, self._attempt_base.get(step_id, 0))
 
-    def _apply(self, step_id: str, outcome: Outcome) -> None:
+    def apply(self, step_id: str, outcome: Outcome) -> None:
         """Run the transition function and stage its effects in the batch."""
         step = self.steps[step_id]
         row = self.rows[step_id]
@@ -200,7 +196,7 @@ class RunDriver:
         if isinstance(outcome, Gate):
             APPROVALS.opened(self.run_id, step_id)
             payload |= {"args_hash": row.args_hash, "deadline": _iso(row.gate_deadline)}
-            payload["rule_ids"] = self._rule_ids(step_id)
+            payload["rule_ids"] = self.gates.rule_ids(step_id)
         elif isinstance(outcome, ApprovalDecided):
             APPROVALS.decided(self.run_id, step_id)
         if change.retry_in_s is not None:
@@ -230,14 +226,6 @@ class RunDriver:
         self.batch.steps[step_id] = self.rows[step_id]
         self.batch.events.append(EventWrite(event, step_id, attempt, payload))
 
-    def _rule_ids(self, step_id: str) -> list[str]:
-        return [
-            rule
-            for decision in self.claimed.policy_decisions
-            if decision.step_id == step_id
-            for rule in decision.rule_ids
-        ]
-
     def _promote(self, step_id: str) -> None:
         """Move a blocked step whose dependencies are done to ready.
 
@@ -247,104 +235,7 @@ class RunDriver:
         if row.status == StepStatus.BLOCKED:
             row.status = StepStatus.READY.value
 
-    # -- approval gates ---------------------------------------------------------------------
-
-    def _open_gate(self, step_id: str) -> None:
-        """Wait at the gate with the arguments resolved, so the approver sees what will run.
-
-        The decision is bound to the hash (RFC 8785, SHA-256) of those arguments; the gate
-        expires at its deadline (the step's ``approval_timeout_s`` or the executor's default).
-        """
-        step = self.steps[step_id]
-        row = self.rows[step_id]
-        try:
-            row.resolved_args = resolve_args(step.args, self.outputs)
-            row.args_hash = sha256_digest(row.resolved_args)
-        except RefResolutionError:
-            row.resolved_args = None  # the step will fail with the reason once approved
-            row.args_hash = None
-        timeout_s = step.approval_timeout_s or self.config.approval_timeout_s
-        row.gate_deadline = (
-            None if timeout_s is None else self._db_now() + timedelta(seconds=timeout_s)
-        )
-        self._apply(step_id, Gate())
-        self._gate_notices.append(
-            {
-                "type": "approval.requested",
-                "tenant": self.plan.tenant,
-                "run_id": str(self.run_id),
-                "step_id": step_id,
-                "tool": step.tool,
-                "args": row.resolved_args,
-                "args_hash": row.args_hash,
-                "deadline": _iso(row.gate_deadline),
-                "rule_ids": self._rule_ids(step_id),
-                "approval_path": f"/v1/runs/{self.run_id}/steps/{step_id}/approval",
-            }
-        )
-
-    def _take_approvals(self, approvals: list[dict[str, Any]]) -> None:
-        self._approvals_seen = max(self._approvals_seen, len(approvals))
-        for decision in approvals:
-            step_id = decision["step_id"]
-            if step_id in self.decided or step_id not in self.steps:
-                continue
-            self.decided.add(step_id)
-            self._approval_hashes[step_id] = decision.get("args_hash")
-            row = self.rows[step_id]
-            if row.status == StepStatus.AWAITING_APPROVAL:
-                outcome = ApprovalDecided(
-                    decision["decision"] == "approve", decision["by"], decision["comment"]
-                )
-                self._apply(step_id, outcome)
-            if decision["decision"] == "approve":
-                self.approved.add(step_id)
-            elif row.status in (StepStatus.BLOCKED, StepStatus.READY):
-                # Rejected before the gate opened: decided at the gate.
-                self._apply(step_id, Gate())
-                self._apply(step_id, ApprovalDecided(False, decision["by"], decision["comment"]))
-
-    def _next_deadline(self) -> datetime | None:
-        deadlines = [
-            row.gate_deadline
-            for row in self.rows.values()
-            if row.status == StepStatus.AWAITING_APPROVAL and row.gate_deadline is not None
-        ]
-        return min(deadlines) if deadlines else None
-
-    async def _expire_gates(self) -> None:
-        """Reject each gate past its deadline (database clock), then apply the decisions.
-
-        An approver who decided first wins: there is one decision row per gate.
-        """
-        due = self._next_deadline()
-        if due is None or due > self._db_now():
-            return
-        await self.flush()
-        if await self.store.expire_gates(self.run_id, self.claimed.lease_token):
-            self._take_approvals(await self.store.approvals(self.run_id))
-
-    def _send_gate_notices(self) -> None:
-        notices, self._gate_notices = self._gate_notices, []
-        if self._webhook is None:
-            return
-        for notice in notices:
-            task = asyncio.create_task(self._webhook.deliver(notice))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
     # -- recovery ---------------------------------------------------------------------------
-
-    def _check_pinned(self) -> str | None:
-        """Why the stored run diverges from its pinned plan, or None (R9)."""
-        if self.claimed.content_hash and content_hash(self.plan) != self.claimed.content_hash:
-            return "the stored plan no longer matches the content hash pinned at run creation"
-        if set(self.rows) != set(self.steps):
-            return (
-                "the run's recorded steps diverge from its pinned plan: "
-                f"recorded {sorted(self.rows)}, plan {sorted(self.steps)}"
-            )
-        return None
 
     def _recover(self) -> None:
         """Rebuild from the tables: open attempts and recorded approvals."""
@@ -371,10 +262,10 @@ class RunDriver:
                         error=lost.as_json(),
                     )
                 )
-                self._apply(step_id, Failed(number, lost))
+                self.apply(step_id, Failed(number, lost))
             else:
-                self._apply(step_id, OutcomeUnknown(number))
-        self._take_approvals(self.claimed.approvals)
+                self.apply(step_id, OutcomeUnknown(number))
+        self.gates.take(self.claimed.approvals)
 
     def _recover_compensation(self, step_id: str, open_attempt: dict[str, Any]) -> None:
         """A compensation call was in flight when the worker was lost.
@@ -436,8 +327,7 @@ class RunDriver:
             )
         if result.cancel_requested:
             self._cancel = True
-        if self._gate_notices:
-            self._send_gate_notices()
+        self.gates.send_notices()
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -472,7 +362,7 @@ class RunDriver:
             args: dict[str, Any] = resolve_args(step.args, self.outputs)
         except RefResolutionError as exc:
             return exc.failure, {}
-        bound = self._approval_hashes.get(step_id)
+        bound = self.gates.hashes.get(step_id)
         if self.mode == "normal" and bound is not None and bound != sha256_digest(args):
             failure = Failure(
                 "approval_args_changed",
@@ -514,7 +404,7 @@ class RunDriver:
         if failure is not None or tool is None:
             assert failure is not None
             row.attempts = attempt
-            self._apply(step_id, Failed(attempt, failure))
+            self.apply(step_id, Failed(attempt, failure))
             return
         key = self.key(step.id, args, step.idempotency_key)
         now = _now()
@@ -598,7 +488,7 @@ class RunDriver:
             self.rows[step_id].error = None
             self.outputs[step_id] = outcome.output
             self.batch.progress = True
-        self._apply(step_id, outcome)
+        self.apply(step_id, outcome)
         last = self.batch.events[-1]
         if last.type.startswith("step."):
             last.payload["duration_s"] = round(result.duration_s, 6)
@@ -646,7 +536,7 @@ class RunDriver:
     async def _drive(self) -> RunStatus | None:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
-            divergence = self._check_pinned()
+            divergence = divergence_from_pin(self.plan, self.claimed.content_hash, set(self.rows))
             if divergence is not None:
                 return await self._finish_diverged(divergence)
             if self.mode == "replay" and self.claimed.parent_run_id is not None:
@@ -693,7 +583,7 @@ class RunDriver:
                 return await self._finish_cancelled()
             if self._draining and not self.running:
                 return await self._release()
-            await self._expire_gates()
+            await self.gates.expire()
             now = time.monotonic()
             for step_id, due in list(self.waiting.items()):
                 if due <= now:
@@ -703,7 +593,7 @@ class RunDriver:
                 {sid: self._state(sid) for sid in self.steps},
                 set(self.running),
                 set(self.waiting),
-                self.approved,
+                self.gates.approved,
                 self.failed_run,
             )
             if plan.run_status is RunStatus.FAILED and await self._replan():
@@ -712,7 +602,7 @@ class RunDriver:
                 return await self._finish(plan.run_status)
             for step_id in plan.gate:
                 self._promote(step_id)
-                self._open_gate(step_id)
+                self.gates.open(step_id)
             if not self._draining:
                 for step_id in plan.start:
                     await self._start(step_id)
@@ -725,9 +615,9 @@ class RunDriver:
         timeouts = [self.config.heartbeat_s] if not self.running else []
         if self.waiting:
             timeouts.append(max(0.0, min(self.waiting.values()) - time.monotonic()))
-        deadline = self._next_deadline()
+        deadline = self.gates.next_deadline()
         if deadline is not None:
-            timeouts.append(max(0.0, (deadline - self._db_now()).total_seconds()))
+            timeouts.append(max(0.0, (deadline - self.db_now()).total_seconds()))
         timeout = min(timeouts) if timeouts else None
         getter = asyncio.ensure_future(self._done.get())
         waker = asyncio.ensure_future(self._wake.wait())
@@ -752,7 +642,7 @@ class RunDriver:
                     StepStatus.READY,
                     StepStatus.AWAITING_APPROVAL,
                 ):
-                    self._apply(step_id, Cancel())
+                    self.apply(step_id, Cancel())
             compensation_failed = await Saga(self).compensate()
             if any(r.status == StepStatus.NEEDS_ATTENTION for r in self.rows.values()):
                 status = RunStatus.NEEDS_ATTENTION  # an unknown outcome: an operator decides
@@ -761,7 +651,7 @@ class RunDriver:
         self.batch.finished = terminal
         self.batch.release = True
         if status is RunStatus.PAUSED:
-            self.batch.wake_at = self._next_deadline()
+            self.batch.wake_at = self.gates.next_deadline()
         failed = [sid for sid, row in self.rows.items() if row.status == StepStatus.FAILED]
         payload: dict[str, Any] = {"failed_steps": failed} if failed else {}
         compensated = [
@@ -818,7 +708,7 @@ class RunDriver:
         }
         for step_id, row in self.rows.items():
             if row.status in cancellable:
-                self._apply(step_id, Cancel())
+                self.apply(step_id, Cancel())
         self.batch.run_status = RunStatus.CANCELLED.value
         self.batch.finished = True
         self.batch.release = True
@@ -871,10 +761,7 @@ class RunDriver:
         self._attempt_base = {
             row.step_id: row.attempts for row in revised.rows if row.status != "succeeded"
         }
-        self.approved = {sid for sid in self.approved if sid in self.outputs}
-        self.decided = {sid for sid in self.decided if sid in self.outputs}
-        self._approval_hashes = {}
-        self._approvals_seen = 0
+        self.gates.keep_only(set(self.outputs))
         self.failed_run = False
         self._replans += 1
 
@@ -895,27 +782,9 @@ class RunDriver:
             if cancel:
                 self._cancel = True
                 self._wake.set()
-            if approvals > self._approvals_seen:
-                self._take_approvals(await self.store.approvals(self.run_id))
+            if approvals > self.gates.seen:
+                self.gates.take(await self.store.approvals(self.run_id))
                 self._wake.set()
-
-
-def spec_hash(spec: ToolSpec) -> str:
-    """``sha256:<hex>`` of a tool spec's canonical JSON (RFC 8785): what a run pins."""
-    return sha256_digest(spec.model_dump(mode="json"))
-
-
-def pinned_specs(plan: Plan, tools: Callable[[str], ToolAdapter | None]) -> dict[str, str]:
-    """The spec hash of each tool a plan uses (its steps and compensations), by name."""
-    names = {s.tool for s in plan.steps} | {
-        s.compensation.tool for s in plan.steps if s.compensation is not None
-    }
-    pinned: dict[str, str] = {}
-    for name in sorted(names):
-        tool = tools(name)
-        if tool is not None:
-            pinned[name] = spec_hash(tool.spec)
-    return pinned
 
 
 def _iso(value: datetime | None) -> str | None:

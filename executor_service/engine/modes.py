@@ -8,6 +8,7 @@ way the output is verified exactly as a real one would be.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +39,10 @@ class SimulatedTool:
             ToolError: ``simulation_unsupported`` when no conforming output can be made.
         """
         try:
-            output = simulated_output(self._spec.output_schema, seed=f"{ctx.run_id}/{ctx.step_id}")
+            # A large schema takes a while the first time: keep the event loop free.
+            output = await asyncio.to_thread(
+                simulated_output, self._spec.output_schema, seed=f"{ctx.run_id}/{ctx.step_id}"
+            )
         except SimulationError as exc:
             raise ToolError(str(exc), retryable=False, code="simulation_unsupported") from exc
         usage = {"simulated": True, "estimated_cost_usd": self._spec.cost_usd}

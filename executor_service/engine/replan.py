@@ -78,7 +78,8 @@ class Replanner:
         Raises:
             LeaseLostError: the run's lease was lost; nothing was written.
         """
-        from .driver import LeaseLostError, pinned_specs
+        from .driver import LeaseLostError
+        from .pinning import pinned_specs
 
         plan = driver.plan
         context = {

@@ -22,7 +22,8 @@ from ..domain.admission import admit
 from ..planner_client import PlannerClient, PlannerUnavailableError
 from ..store.runs import NewRun, RunStore
 from ..tools.registry import ToolRegistry
-from .driver import DriverConfig, RunDriver, pinned_specs
+from .driver import DriverConfig, RunDriver
+from .pinning import pinned_specs
 from .replan import Replanner
 from .webhook import GateWebhook
 

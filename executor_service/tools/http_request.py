@@ -59,7 +59,7 @@ INPUT_SCHEMA: dict[str, Any] = {
 OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "status": {"type": "integer"},
+        "status": {"type": "integer", "examples": [200]},
         "headers": {"type": "object", "additionalProperties": {"type": "string"}},
         "json": {},
         "text": {"type": "string"},

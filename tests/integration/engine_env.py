@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from executor_service.engine.driver import DriverConfig, pinned_specs
+from executor_service.engine.driver import DriverConfig
+from executor_service.engine.pinning import pinned_specs
 from executor_service.engine.webhook import GateWebhook
 from executor_service.engine.worker import Worker
 from executor_service.store.operator import OperatorActions

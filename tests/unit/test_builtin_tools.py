@@ -245,3 +245,21 @@ def test_llm_cost_comes_from_tokens_and_prices() -> None:
     assert tool.cost_usd(1000, 0) == pytest.approx(0.5)
     assert tool.cost_usd(200, 300) == pytest.approx(0.1 + 0.6)
     assert tool.cost_usd(0, 0) == 0
+
+
+def test_output_verification_never_fetches_a_remote_ref() -> None:
+    """A tool's output schema naming a remote ``$ref`` is refused, never fetched (S7/S10)."""
+    import socket
+
+    from executor_service.domain.verify import verify_output
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        schema = {"type": "object", "properties": {"x": {"$ref": f"http://127.0.0.1:{port}/s"}}}
+        failure = verify_output({"x": 1}, schema, None)
+        assert failure is not None and "cannot be resolved" in failure.message
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
