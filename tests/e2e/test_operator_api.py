@@ -312,3 +312,30 @@ def test_a_failed_step_asks_the_planner_for_a_revision_and_carries_finished_step
     assert payload["approval_required"] == ["notify"]
     decision = next(d for d in done["policy_decisions"] if d["step_id"] == "notify")
     assert "planexec.revision.new-side-effect" in decision["rule_ids"]
+
+
+def test_a_run_stays_on_its_plan_version_when_a_new_one_is_published(
+    ops: Pair, sink: RecordingServer
+) -> None:
+    """R9: v2 is published while the run waits at a gate; the run finishes on v1."""
+    plan = _plan(ops, [post(sink, "v1", "pay")])
+    run_id = _start(ops, plan).json()["run_id"]
+    paused = _finished(ops, run_id, ("paused",))
+    revised = httpx2.post(
+        f"{ops.planner}/v1/plans/{plan['plan_id']}/revisions",
+        json={"base_version": 1, "draft": {"steps": [post(sink, "v2", "pay")]}},
+        headers=ops.h(ops.submitter),
+    )
+    assert revised.status_code == 201, revised.text
+    assert revised.json()["version"] == 2
+    gate = paused["steps"][0]
+    approval = httpx2.post(
+        f"{ops.executor}/v1/runs/{run_id}/steps/pay/approval",
+        json={"decision": "approve", "args_hash": gate["args_hash"]},
+        headers=ops.h(ops.approver),
+    )
+    assert approval.status_code == 200, approval.text
+    done = _finished(ops, run_id)
+    assert done["status"] == "succeeded"
+    assert (done["plan_version"], done["content_hash"]) == (1, plan["content_hash"])
+    assert sink.stats()["effects_by_name"] == {"v1": 1}
