@@ -135,6 +135,10 @@ class RunDriver:
         self._replans = claimed.replans
         self._claimed_at = time.monotonic()
         self._stop_reason: dict[str, Any] | None = None
+        self.suspect = claimed.recovery_attempts - int(claimed.recovered) >= 1
+        """Claimed as a suspect (recovered before without progress): driven alone."""
+        self.progressed = False
+        """A step of this run succeeded while this driver held it."""
         self._load()
         # Time to first execution: from the run's creation to its first step start.
         self._unstarted_since = (
@@ -319,6 +323,7 @@ class RunDriver:
         )
         if not result.fenced:
             raise LeaseLostError(f"run {self.run_id}: lease lost")
+        self.progressed = self.progressed or batch.progress
         if result.duplicate_attempts:
             _log.error(
                 "duplicate_attempt_outcome",

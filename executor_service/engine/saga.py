@@ -63,7 +63,13 @@ class Saga:
         return rows
 
     async def compensate(self) -> list[str]:
-        """Compensate every due step; the ids whose compensation failed for good."""
+        """Compensate every due step; the ids whose compensation failed for good.
+
+        While a step's outcome is unknown (``needs_attention``) the saga waits: undoing the
+        steps before it first would break the reverse order once an operator decides.
+        """
+        if any(row.status == StepStatus.NEEDS_ATTENTION for row in self._d.rows.values()):
+            return []
         todo = self._todo()
         if not todo:
             return []

@@ -113,6 +113,8 @@ class Worker:
             if self._liveness_file is not None:
                 self._liveness_file.touch()
             free = self._concurrency - len(self._drivers)
+            if self._quarantined():
+                free = 0  # a suspect run is driven alone until it makes progress
             claimed = []
             if free > 0:
                 try:
@@ -122,6 +124,14 @@ class Worker:
                         ttl_s=self._config.lease_ttl_s,
                         max_recoveries=self._config.max_recoveries,
                     )
+                    if not claimed and not self._drivers:
+                        claimed = await self._store.claim_runs(
+                            self.id,
+                            limit=1,
+                            ttl_s=self._config.lease_ttl_s,
+                            max_recoveries=self._config.max_recoveries,
+                            suspects=True,
+                        )
                 except (OSError, ConnectionError) as exc:
                     _log.warning("claim_failed", error=str(exc))
                 except Exception as exc:  # database restarts surface as driver errors
@@ -145,6 +155,10 @@ class Worker:
             if claimed and len(claimed) == free:
                 continue
             await self._idle()
+
+    def _quarantined(self) -> bool:
+        """Whether this worker drives a suspect run that has not made progress yet."""
+        return any(d.suspect and not d.progressed for d in self._drivers.values())
 
     async def _idle(self) -> None:
         """Wait for a notification, a freed slot, a stop, or the poll interval."""

@@ -199,6 +199,8 @@ class ClaimedRun:
     tool_specs: dict[str, str] = field(default_factory=dict)
     """Pinned hash of each used tool's spec at run creation."""
     replans: int = 0
+    recovery_attempts: int = 0
+    """Recoveries in a row without progress, this claim included."""
     recovered: bool = False
     """The previous lease holder never let go (crash or partition)."""
     tenant_spent_usd: float = 0.0
@@ -351,13 +353,21 @@ class RunStore:
         return existing, False
 
     async def claim_runs(
-        self, worker: str, *, limit: int, ttl_s: float, max_recoveries: int = 5
+        self,
+        worker: str,
+        *,
+        limit: int,
+        ttl_s: float,
+        max_recoveries: int = 5,
+        suspects: bool = False,
     ) -> list[ClaimedRun]:
         """Lease up to ``limit`` runnable runs to ``worker`` (``FOR UPDATE SKIP LOCKED``).
 
         Runnable: pending, running with an expired lease, or paused with a gate deadline
-        due. A run recovered more than ``max_recoveries`` times in a row without a step
-        succeeding is dead-lettered instead (returned with ``status="dead_letter"``).
+        due. Runs already recovered without progress ("suspects") are leased only with
+        ``suspects=True``, one at a time, by a worker that holds no other run. A run
+        recovered more than ``max_recoveries`` times in a row without a step succeeding is
+        dead-lettered instead (returned with ``status="dead_letter"``).
         """
         rows = await self._pool.fetch(
             _CLAIM_RUNS.sql,
@@ -367,6 +377,7 @@ class RunStore:
                     "limit": limit,
                     "ttl_s": ttl_s,
                     "max_recoveries": max_recoveries,
+                    "suspects": suspects,
                 }
             ),
         )
@@ -394,6 +405,7 @@ class RunStore:
                 spent_usd=row["spent_usd"],
                 tool_specs=row["tool_specs"],
                 replans=row["replans"],
+                recovery_attempts=row["recovery_attempts"],
                 recovered=row["recovered"],
                 tenant_spent_usd=float(row["tenant_spent_usd"]),
                 db_now=row["db_now"],
