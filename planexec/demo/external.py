@@ -9,7 +9,8 @@ already, in other containers. Two steps of the demo then run on their own:
   without its repository, so it must exist before the executor reads the catalog.
 - ``run_external`` (the compose ``demo`` service): a fresh demo repository (so the release
   branch can be created again), the demo's own submitter and approver keys in the stack's
-  database, then the demo intents of ``scenario.py`` against the planner and executor URLs.
+  database, then the demo intents of ``scenario.py`` against the planner and executor URLs,
+  except the worker crash (``crash.py``): it kills one of ``make run``'s own worker processes.
 
 The catalog has the sources of ``DemoStack.write_catalog`` (``make run``): the same tool names,
 so the same templates and policies apply; only the addresses differ.
@@ -22,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 from urllib.parse import urlsplit
 
 import httpx2
@@ -48,6 +49,9 @@ class ExternalStack(DemoStack):
 
     planner_base: str = "http://127.0.0.1:8100"
     executor_base: str = "http://127.0.0.1:8200"
+
+    runs_workers: ClassVar[bool] = False
+    """The workers run in other containers: the demo's worker crash is skipped."""
 
     @property
     def planner_url(self) -> str:

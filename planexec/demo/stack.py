@@ -6,13 +6,14 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 import httpx2
 import yaml
@@ -24,6 +25,9 @@ from shared_schemas import Role
 
 BIN = Path(sys.executable).parent
 ASSETS = resources.files("planexec.demo") / "assets"
+LEASE_TTL_S = 4.0
+"""Run lease of the demo's workers, in seconds (the executor's default is 30): a run whose
+worker was killed is taken over by another within about this long (plus one poll)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,10 @@ class DemoStack:
     executor_port: int = 8200
     httpbin_port: int = 8300
     processes: list[Process] = field(default_factory=list)
+    _worker_env: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+
+    runs_workers: ClassVar[bool] = True
+    """Whether this stack starts (and so may kill and replace) the worker processes."""
 
     @property
     def demo_dir(self) -> Path:
@@ -148,8 +156,9 @@ class DemoStack:
         (policies / "demo.cedar").write_bytes((ASSETS / "policies" / "demo.cedar").read_bytes())
         templates = self.demo_dir / "templates"
         templates.mkdir(exist_ok=True)
-        for name in ("flaky_upstream.yaml",):
-            (templates / name).write_bytes((ASSETS / "templates" / name).read_bytes())
+        for template in (ASSETS / "templates").iterdir():
+            if template.name.endswith(".yaml"):
+                (templates / template.name).write_bytes(template.read_bytes())
         return path
 
     async def prepare(self) -> DemoKeys:
@@ -252,6 +261,13 @@ class DemoStack:
             PLANEXEC_EXECUTOR_PORT=str(self.executor_port),
         )
         executor = self._start("executor", [str(BIN / "planexec"), "executor"], executor_env)
+        # The workers need neither the executor API nor the planner to start (their dispatch
+        # loop retries until the planner answers): they load their catalog meanwhile.
+        self._worker_env = executor_env | {
+            "PLANEXEC_DISPATCH_WAIT_S": "2",
+            "PLANEXEC_LEASE_TTL_S": f"{LEASE_TTL_S:g}",
+        }
+        workers = [self.start_worker() for _ in (1, 2)]
         self._wait_healthy(f"{self.executor_url}/v1/healthz", executor)
         planner = self._start(
             "planner",
@@ -266,13 +282,58 @@ class DemoStack:
             ),
         )
         self._wait_healthy(f"{self.planner_url}/v1/healthz", planner)
-        worker_env = executor_env | {"PLANEXEC_DISPATCH_WAIT_S": "2"}
-        workers = [
-            self._start(f"worker-{i}", [str(BIN / "planexec"), "worker"], worker_env)
-            for i in (1, 2)
-        ]
         for worker in workers:
-            self._wait_log(worker, "worker_ready")
+            self.wait_ready(worker)
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def start_worker(self) -> Process:
+        """Start one more ``planexec worker`` (``worker-<n>``), without waiting for it.
+
+        Raises:
+            RuntimeError: before ``start()`` (the workers' environment is not known yet).
+        """
+        if not self._worker_env:
+            raise RuntimeError("start() the stack before adding a worker")
+        n = 1 + sum(p.name.startswith("worker-") for p in self.processes)
+        return self._start(f"worker-{n}", [str(BIN / "planexec"), "worker"], self._worker_env)
+
+    def wait_ready(self, worker: Process, timeout_s: float = 90.0) -> None:
+        """Wait until ``worker`` logs ``worker_ready`` (its catalog loaded, its loop running).
+
+        Raises:
+            RuntimeError: when it exits first, or is not ready within ``timeout_s`` seconds.
+        """
+        self._wait_log(worker, "worker_ready", timeout_s)
+
+    def worker_of(self, lease_owner: str) -> Process | None:
+        """The worker process whose id (``<host>:<pid>:<suffix>``) is ``lease_owner``."""
+        host, _, rest = lease_owner.partition(":")
+        pid = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid.isdigit():
+            return None
+        for process in self.processes:
+            if process.name.startswith("worker-") and process.proc.pid == int(pid):
+                return process
+        return None
+
+    def kill_worker(self, lease_owner: str) -> Process:
+        """SIGKILL the worker named by a run's ``lease_owner`` and reap it.
+
+        No drain, no lease release: its in-flight calls are lost with it.
+
+        Returns:
+            The killed process (it stays listed, with exit status -9).
+
+        Raises:
+            LookupError: when no running worker of this stack has that id.
+        """
+        process = self.worker_of(lease_owner)
+        if process is None or process.proc.poll() is not None:
+            raise LookupError(f"no running worker of this stack is {lease_owner!r}")
+        process.proc.kill()
+        process.proc.wait(timeout=10)
+        return process
 
     def stop(self) -> dict[str, int]:
         """Stop every process (SIGTERM, then SIGKILL after 20 s), newest first."""
