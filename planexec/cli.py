@@ -40,9 +40,15 @@ def _common() -> CommonSettings:
 
 
 def _serve(app: Any, host: str, port: int, **options: Any) -> None:
-    """Run ``app`` (an ASGI app, or an import string with ``factory=True``) with uvicorn."""
+    """Run ``app`` (an ASGI app, or an import string with ``factory=True``) with uvicorn.
+
+    uvicorn re-raises a SIGTERM it handled once it has shut down; with the default action
+    that would end the process before ``atexit`` hooks run (the embedded Postgres handle is
+    released in one), so the re-raised signal becomes a clean ``SystemExit(0)``.
+    """
     import uvicorn
 
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     uvicorn.run(
         app,
         host=host,

@@ -63,6 +63,8 @@ class DemoStack:
     executor_port: int = 8200
     httpbin_port: int = 8300
     processes: list[Process] = field(default_factory=list)
+    database_url: str | None = None
+    """The database the started processes use (set by ``prepare``)."""
     _worker_env: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     runs_workers: ClassVar[bool] = True
@@ -165,6 +167,9 @@ class DemoStack:
         """Migrate the embedded database and create the demo's keys."""
         settings = CommonSettings(data_dir=self.data_dir)
         url = await asyncio.to_thread(database_url_for, settings)
+        # The demo process holds the embedded server; its children connect by URL and never
+        # join it, so the server stops when the demo exits, even after a SIGKILLed worker.
+        self.database_url = url
         await asyncio.to_thread(upgrade, url)
         engine = create_engine(url, pool_size=1, max_overflow=0)
         store = ApiKeyStore(engine)
@@ -202,6 +207,7 @@ class DemoStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PLANEXEC_")}
         env |= {
             "PLANEXEC_DATA_DIR": str(self.data_dir),
+            **({"PLANEXEC_DATABASE_URL": self.database_url} if self.database_url else {}),
             "PLANEXEC_SERVICE_API_KEY": keys.service,
             "PLANEXEC_LOG_LEVEL": "info",
         }
