@@ -60,3 +60,8 @@ bench: $(STAMP)
 
 clean-data:
 	rm -rf .data
+
+# The process-level fault tests (tests/chaos, RELIABILITY §2) at 10x their CI counts.
+.PHONY: chaos
+chaos: $(STAMP)
+	PLANEXEC_CHAOS_SCALE=$${PLANEXEC_CHAOS_SCALE:-10} $(BIN)/python -m pytest tests/chaos -s

@@ -58,11 +58,11 @@ class ExecutorSettings(CommonSettings):
     llm_model: str = "gpt-4o-mini"
     """Model ``llm.complete`` uses."""
 
-    max_recoveries: int = Field(default=5, ge=2, le=1000)
+    max_recoveries: int = Field(default=5, ge=3, le=1000)
     """Times a run may be recovered from a lost worker in a row, with no step succeeding in
     between, before it is dead-lettered (a poison step); ``POST /v1/runs/{id}/resume``.
-    At least 2: a run's first recovery may share a crash with a poison run it was claimed
-    with; from its second it is claimed alone, so only its own crashes count."""
+    At least 3: a run's first two recoveries may share crashes with a poison run leased
+    with it; from then on it is leased alone, so only its own crashes count."""
     max_replans: int = Field(default=3, ge=0, le=100)
     """Replans one run may make after ``on_failure: replan`` failures."""
     approval_timeout_s: float | None = Field(default=None, gt=0, le=31_536_000)

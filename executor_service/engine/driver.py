@@ -102,6 +102,7 @@ class RunDriver:
         *,
         replanner: Replanner | None = None,
         webhook: GateWebhook | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.claimed = claimed
         self.run_id = claimed.run_id
@@ -135,8 +136,10 @@ class RunDriver:
         self._replans = claimed.replans
         self._claimed_at = time.monotonic()
         self._stop_reason: dict[str, Any] | None = None
-        self.suspect = claimed.recovery_attempts - int(claimed.recovered) >= 1
-        """Claimed as a suspect (recovered before without progress): driven alone."""
+        self.suspect = claimed.recovery_attempts - int(claimed.recovered) >= 2
+        """Claimed as a suspect (recovered twice before without progress): leased alone."""
+        self._lost = False
+        self._on_progress = on_progress
         self.progressed = False
         """A step of this run succeeded while this driver held it."""
         self._load()
@@ -170,6 +173,10 @@ class RunDriver:
         if self.mode == "dry_run":
             return SimulatedTool(real.spec)
         return RecordedTool(real.spec, self._recorded)
+
+    def held_for_s(self) -> float:
+        """Seconds since this driver's claim."""
+        return time.monotonic() - self._claimed_at
 
     def db_now(self) -> datetime:
         """The database clock, extrapolated from the claim.
@@ -323,7 +330,10 @@ class RunDriver:
         )
         if not result.fenced:
             raise LeaseLostError(f"run {self.run_id}: lease lost")
-        self.progressed = self.progressed or batch.progress
+        if batch.progress and not self.progressed:
+            self.progressed = True
+            if self._on_progress is not None:
+                self._on_progress()  # a worker holding a suspect may lease again
         if result.duplicate_attempts:
             _log.error(
                 "duplicate_attempt_outcome",
@@ -584,6 +594,8 @@ class RunDriver:
 
     async def _loop(self) -> RunStatus:
         while True:
+            if self._lost:
+                raise LeaseLostError(f"run {self.run_id}: lease lost (heartbeat)")
             if self._cancel and not self._compensating():
                 return await self._finish_cancelled()
             if self._draining and not self.running:
@@ -782,6 +794,7 @@ class RunDriver:
                 for task in self.running.values():
                     task.cancel()
                 self._cancel = False
+                self._lost = True
                 self._wake.set()
                 return
             if cancel:

@@ -20,7 +20,7 @@ from planexec.db.notify import Notifier
 
 from ..domain.admission import admit
 from ..planner_client import PlannerClient, PlannerUnavailableError
-from ..store.runs import NewRun, RunStore
+from ..store.runs import ClaimedRun, NewRun, RunStore
 from ..tools.registry import ToolRegistry
 from .driver import DriverConfig, RunDriver
 from .pinning import pinned_specs
@@ -112,26 +112,11 @@ class Worker:
         while not self._stopping.is_set():
             if self._liveness_file is not None:
                 self._liveness_file.touch()
-            free = self._concurrency - len(self._drivers)
-            if self._quarantined():
-                free = 0  # a suspect run is driven alone until it makes progress
-            claimed = []
+            free = 0 if self._quarantined() else self._concurrency - len(self._drivers)
+            claimed: list[ClaimedRun] = []
             if free > 0:
                 try:
-                    claimed = await self._store.claim_runs(
-                        self.id,
-                        limit=free,
-                        ttl_s=self._config.lease_ttl_s,
-                        max_recoveries=self._config.max_recoveries,
-                    )
-                    if not claimed and not self._drivers:
-                        claimed = await self._store.claim_runs(
-                            self.id,
-                            limit=1,
-                            ttl_s=self._config.lease_ttl_s,
-                            max_recoveries=self._config.max_recoveries,
-                            suspects=True,
-                        )
+                    claimed = await self._claim(free)
                 except (OSError, ConnectionError) as exc:
                     _log.warning("claim_failed", error=str(exc))
                 except Exception as exc:  # database restarts surface as driver errors
@@ -148,6 +133,7 @@ class Worker:
                     self._slots,
                     replanner=self._replanner,
                     webhook=self._webhook,
+                    on_progress=self._slot_freed.set,
                 )
                 task: asyncio.Task[object] = asyncio.create_task(driver.drive())
                 self._drivers[task] = driver
@@ -156,9 +142,32 @@ class Worker:
                 continue
             await self._idle()
 
+    async def _claim(self, free: int) -> list[ClaimedRun]:
+        """Lease runs: a suspect first, alone; else up to ``free`` ordinary runs.
+
+        A suspect (a run recovered twice in a row without progress: a poison step?) is
+        leased by itself, and this worker then leases nothing new until the suspect makes
+        progress or has been held for two lease TTLs without a crash. A crash it causes then
+        takes down only the runs this worker already drove, which had their chance to make
+        progress, and suspects are never starved by a backlog of ordinary runs.
+        """
+        ttl_s, max_recoveries = self._config.lease_ttl_s, self._config.max_recoveries
+        suspects = await self._store.claim_runs(
+            self.id, limit=1, ttl_s=ttl_s, max_recoveries=max_recoveries, suspects=True
+        )
+        if suspects:
+            return suspects
+        return await self._store.claim_runs(
+            self.id, limit=free, ttl_s=ttl_s, max_recoveries=max_recoveries
+        )
+
     def _quarantined(self) -> bool:
-        """Whether this worker drives a suspect run that has not made progress yet."""
-        return any(d.suspect and not d.progressed for d in self._drivers.values())
+        """Whether this worker holds a suspect run that has not cleared itself yet."""
+        cleared_after_s = 2 * self._config.lease_ttl_s
+        return any(
+            d.suspect and not d.progressed and d.held_for_s() < cleared_after_s
+            for d in self._drivers.values()
+        )
 
     async def _idle(self) -> None:
         """Wait for a notification, a freed slot, a stop, or the poll interval."""
@@ -166,7 +175,7 @@ class Worker:
             asyncio.ensure_future(self._notifier.wait("planexec_runs", self._poll_s)),
             asyncio.ensure_future(self._stopping.wait()),
         ]
-        if len(self._drivers) >= self._concurrency:
+        if len(self._drivers) >= self._concurrency or self._quarantined():
             waits.append(asyncio.ensure_future(self._slot_freed.wait()))
         await asyncio.wait(waits, timeout=self._poll_s, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waits:

@@ -364,8 +364,8 @@ class RunStore:
         """Lease up to ``limit`` runnable runs to ``worker`` (``FOR UPDATE SKIP LOCKED``).
 
         Runnable: pending, running with an expired lease, or paused with a gate deadline
-        due. Runs already recovered without progress ("suspects") are leased only with
-        ``suspects=True``, one at a time, by a worker that holds no other run. A run
+        due. Runs recovered twice in a row without progress ("suspects") are leased only
+        with ``suspects=True``, one at a time. A run
         recovered more than ``max_recoveries`` times in a row without a step succeeding is
         dead-lettered instead (returned with ``status="dead_letter"``).
         """

@@ -44,9 +44,9 @@ WITH picked AS (
       AND (lease_expires_at IS NULL OR lease_expires_at < now())
       AND CASE WHEN status = 'paused' THEN wake_at <= now()
                ELSE wake_at IS NULL OR wake_at <= now() END
-      -- A run already recovered without progress is suspect (a poison step?): it is
-      -- claimed alone, so that a crash it causes is not charged to innocent runs.
-      AND (recovery_attempts >= 1) = CAST(:suspects AS boolean)
+      -- A run recovered twice in a row without progress is suspect (a poison step?): it
+      -- is leased alone, so that the crashes it causes are not charged to innocent runs.
+      AND (recovery_attempts >= 2) = CAST(:suspects AS boolean)
     ORDER BY created_at
     LIMIT CASE WHEN CAST(:suspects AS boolean) THEN 1 ELSE :limit END
     FOR UPDATE SKIP LOCKED
