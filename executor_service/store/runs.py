@@ -23,7 +23,11 @@ from . import sql
 _CREATE_RUN = named(sql.CREATE_RUN)
 _CREATE_REFUSED_RUN = named(sql.CREATE_REFUSED_RUN)
 _CLAIM_RUNS = named(sql.CLAIM_RUNS)
-_COMMIT = named(sql.COMMIT)
+_COMMITS = {
+    (approvals, spend): named(sql.commit_sql(approvals=approvals, spend=spend))
+    for approvals in (False, True)
+    for spend in (False, True)
+}
 _HEARTBEAT = named(sql.HEARTBEAT)
 _APPROVALS = named(sql.NEW_APPROVALS)
 _EXISTING_RUN = named(sql.EXISTING_RUN)
@@ -473,7 +477,8 @@ class RunStore:
                 ]
             ),
         }
-        row = await self._pool.fetchrow(_COMMIT.sql, *_COMMIT.args(params))
+        statement = _COMMITS[(bool(batch.approvals), batch.spent_usd > 0)]
+        row = await self._pool.fetchrow(statement.sql, *statement.args(params))
         return CommitResult(
             fenced=bool(row["fenced"]),
             cancel_requested=bool(row["cancel_requested"]),

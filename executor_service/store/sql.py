@@ -39,7 +39,12 @@ SELECT run_id, request_hash FROM executor.runs WHERE tenant = :tenant AND dedup_
 
 CLAIM_RUNS = """
 WITH picked AS (
-    SELECT run_id FROM executor.runs
+    -- The values before the claim: a lease token still set means the last holder never
+    -- let go, so this claim is a recovery; past :max_recoveries recoveries in a row the run
+    -- is dead-lettered instead of driven.
+    SELECT run_id, lease_token IS NOT NULL AS recovered,
+        lease_token IS NOT NULL AND recovery_attempts >= :max_recoveries AS dead
+    FROM executor.runs
     WHERE status IN ('pending', 'running', 'paused')
       AND (lease_expires_at IS NULL OR lease_expires_at < now())
       AND CASE WHEN status = 'paused' THEN wake_at <= now()
@@ -51,19 +56,15 @@ WITH picked AS (
     LIMIT CASE WHEN CAST(:suspects AS boolean) THEN 1 ELSE :limit END
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    -- A lease token still set means the last holder never let go: this is a recovery.
-    -- Past :max_recoveries recoveries in a row the run is dead-lettered, not driven.
     UPDATE executor.runs r
-    SET lease_owner = CASE WHEN dead THEN NULL ELSE :worker END,
-        lease_token = CASE WHEN dead THEN NULL ELSE gen_random_uuid() END,
-        lease_expires_at = CASE WHEN dead THEN NULL
+    SET lease_owner = CASE WHEN k.dead THEN NULL ELSE :worker END,
+        lease_token = CASE WHEN k.dead THEN NULL ELSE gen_random_uuid() END,
+        lease_expires_at = CASE WHEN k.dead THEN NULL
             ELSE now() + make_interval(secs => :ttl_s) END,
-        status = CASE WHEN dead THEN 'dead_letter' ELSE 'running' END,
-        recovery_attempts = r.recovery_attempts + recovered::integer,
+        status = CASE WHEN k.dead THEN 'dead_letter' ELSE 'running' END,
+        recovery_attempts = r.recovery_attempts + k.recovered::integer,
         next_seq = r.next_seq + 1, updated_at = now(), wake_at = NULL
-    FROM (SELECT p.run_id, x.lease_token IS NOT NULL AS recovered,
-                 x.lease_token IS NOT NULL AND x.recovery_attempts >= :max_recoveries AS dead
-          FROM picked p JOIN executor.runs x ON x.run_id = p.run_id) AS k
+    FROM picked k
     WHERE r.run_id = k.run_id
     RETURNING r.tenant, r.run_id, r.plan, r.policy_decisions, r.lease_token, r.next_seq - 1 AS seq,
         r.cancel_requested, r.traceparent, r.created_at, r.status, r.mode, r.parent_run_id,
@@ -100,7 +101,7 @@ SELECT c.*, now() AS db_now,
 FROM claimed c
 """
 
-COMMIT = """
+_COMMIT_FENCE = """
 WITH fence AS (
     UPDATE executor.runs
     SET next_seq = next_seq + CAST(:n AS integer), updated_at = now(),
@@ -142,14 +143,6 @@ WITH fence AS (
             duration_s = EXCLUDED.duration_s, error = EXCLUDED.error
         WHERE executor.attempts.status = 'started'
     RETURNING 1
-), approval_rows AS (
-    INSERT INTO executor.approvals (tenant, run_id, step_id, decision, decided_by, comment,
-        args_hash)
-    SELECT fence.tenant, :run_id, d.step_id, d.decision, d.by, d.comment, d.args_hash
-    FROM fence, jsonb_to_recordset(CAST(:approvals AS jsonb)) AS d(step_id text,
-        decision text, by text, comment text, args_hash text)
-    ON CONFLICT (run_id, step_id) DO NOTHING
-    RETURNING 1
 ), event_rows AS (
     INSERT INTO executor.run_events (tenant, run_id, seq, type, step_id, attempt, payload,
         trace_id)
@@ -158,25 +151,51 @@ WITH fence AS (
     FROM fence, jsonb_to_recordset(CAST(:events AS jsonb)) AS e(i integer, type text,
         step_id text, attempt integer, payload jsonb, trace_id text)
     RETURNING 1
-), spend AS (
+), notified AS (
+    SELECT pg_notify('planexec_runs', '') FROM fence WHERE CAST(:notify AS boolean)
+)"""
+
+_COMMIT_APPROVALS = """, approval_rows AS (
+    INSERT INTO executor.approvals (tenant, run_id, step_id, decision, decided_by, comment,
+        args_hash)
+    SELECT fence.tenant, :run_id, d.step_id, d.decision, d.by, d.comment, d.args_hash
+    FROM fence, jsonb_to_recordset(CAST(:approvals AS jsonb)) AS d(step_id text,
+        decision text, by text, comment text, args_hash text)
+    ON CONFLICT (run_id, step_id) DO NOTHING
+    RETURNING 1
+)"""
+
+_COMMIT_SPEND = """, spend AS (
     INSERT INTO executor.tenant_spend (tenant, day, spent_usd)
     SELECT fence.tenant, current_date, CAST(:spent_usd AS double precision) FROM fence
-    WHERE CAST(:spent_usd AS double precision) > 0
     ON CONFLICT (tenant, day) DO UPDATE
         SET spent_usd = executor.tenant_spend.spent_usd + EXCLUDED.spent_usd
     RETURNING 1
-), notified AS (
-    SELECT pg_notify('planexec_runs', '') FROM fence WHERE CAST(:notify AS boolean)
-)
+)"""
+
+_COMMIT_RESULT = """
 SELECT (SELECT count(*) FROM fence) AS fenced,
     (SELECT bool_or(cancel_requested) FROM fence) AS cancel_requested,
     (SELECT count(*) FROM step_rows) AS steps,
     (SELECT count(*) FROM attempt_rows) AS attempts,
-    (SELECT count(*) FROM approval_rows) AS approvals,
     (SELECT count(*) FROM event_rows) AS events,
-    (SELECT count(*) FROM spend) AS spend,
     (SELECT count(*) FROM notified) AS notified
 """
+
+
+def commit_sql(*, approvals: bool, spend: bool) -> str:
+    """The fenced group commit; the approvals and tenant-spend writes only when needed.
+
+    Every data-modifying CTE runs even when it writes nothing, and opening a table costs
+    on every statement: the common commit (no decision, nothing spent) leaves them out.
+    """
+    return (
+        _COMMIT_FENCE
+        + (_COMMIT_APPROVALS if approvals else "")
+        + (_COMMIT_SPEND if spend else "")
+        + _COMMIT_RESULT
+    )
+
 
 HEARTBEAT = """
 UPDATE executor.runs SET lease_expires_at = now() + make_interval(secs => :ttl_s)
