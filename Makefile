@@ -16,6 +16,7 @@ help:
 	@echo "make schemas  re-export shared_schemas/jsonschema/*.json from the models"
 	@echo "make lint     ruff check + format check"
 	@echo "make bench    benchmarks -> bench/results.json"
+	@echo "make chaos    the process-level fault tests at 10x their CI counts"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
