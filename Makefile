@@ -17,6 +17,7 @@ help:
 	@echo "make lint     ruff check + format check"
 	@echo "make bench    benchmarks -> bench/results.json"
 	@echo "make chaos    the process-level fault tests at 10x their CI counts"
+	@echo "make screenshots  the console screenshots (docs/screenshots/) taken from the demo"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,3 +67,8 @@ clean-data:
 .PHONY: chaos
 chaos: $(STAMP)
 	PLANEXEC_CHAOS_SCALE=$${PLANEXEC_CHAOS_SCALE:-10} $(BIN)/python -m pytest tests/chaos -s
+
+# The console screenshots of the README, taken from the demo's runs in headless Chromium.
+.PHONY: screenshots
+screenshots: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m planexec.demo.screenshots

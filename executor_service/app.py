@@ -16,6 +16,7 @@ from planexec.db.pg import create_pool
 from planexec.telemetry import setup_telemetry
 from planexec.web.service_app import service_app
 
+from . import ui
 from .api import health, operator, runs
 from .planner_client import PlannerClient
 from .settings import ExecutorSettings
@@ -104,6 +105,6 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
         description=API_DESCRIPTION,
         settings=settings,
         lifespan=lifespan,
-        routers=[health.router, runs.router, operator.router],
+        routers=[health.router, runs.router, operator.router, ui.router],
         telemetry=telemetry,
     )
