@@ -1,7 +1,7 @@
 """The ``planexec`` command line.
 
-Services: ``planner``, ``executor``, ``worker``, ``migrate``, ``keys``. For people (over HTTP):
-``plan``, ``runs list|show|watch``, ``approve``.
+Services: ``planner``, ``executor``, ``worker``, ``migrate``, ``keys``, ``prune``. For people
+(over HTTP): ``plan``, ``runs list|show|watch``, ``approve``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import getpass
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
@@ -191,6 +191,52 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return asyncio.run(_keys(args))
 
 
+async def _prune(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from planexec.db import create_engine, database_url_for
+    from planexec.retention import prune
+
+    settings = _common()
+    days = args.older_than if args.older_than is not None else settings.retention_days
+    if days is None:
+        print("planexec: give --older-than DAYS or set PLANEXEC_RETENTION_DAYS", file=sys.stderr)
+        return 2
+    url = await asyncio.to_thread(database_url_for, settings)
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        stats = await prune(
+            engine, older_than=timedelta(days=days), batch=args.batch or settings.retention_batch
+        )
+    finally:
+        await engine.dispose()
+    print(
+        f"pruned data older than {stats.cutoff.isoformat()}:"
+        f" {stats.run_events.rows} run events ({stats.run_events.batches} batches),"
+        f" {stats.generation_attempts.rows} generation attempts"
+        f" ({stats.generation_attempts.batches} batches)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete run events of finished runs and plan provenance older than the retention age."""
+    return asyncio.run(_prune(args))
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse ``type`` that parses with ``kind`` and refuses numbers ≤ 0."""
+
+    def parse(value: str) -> int | float:
+        number = kind(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+        return number
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``planexec``."""
     parser = argparse.ArgumentParser(prog="planexec", description=__doc__)
@@ -237,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
+
+    prune = sub.add_parser(
+        "prune", help="delete old run events of finished runs and old plan provenance"
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_positive(float),
+        metavar="DAYS",
+        help="age in days (PLANEXEC_RETENTION_DAYS)",
+    )
+    prune.add_argument(
+        "--batch",
+        type=_positive(int),
+        metavar="N",
+        help="most rows deleted per transaction (PLANEXEC_RETENTION_BATCH)",
+    )
+    prune.set_defaults(func=cmd_prune)
 
     add_people_commands(sub)
     return parser

@@ -57,6 +57,12 @@ class CommonSettings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     """Port of a worker process's Prometheus ``/metrics`` listener (unset = none; the planner
     and the executor API serve ``/metrics`` on their own port)."""
+    retention_days: float | None = Field(default=None, gt=0)
+    """Age in days after which ``planexec prune`` deletes the events of finished runs and the
+    provenance (generation attempts) of plan versions; unset = keep them until a prune is
+    given ``--older-than``."""
+    retention_batch: int = Field(default=1000, ge=1, le=100_000)
+    """Most rows ``planexec prune`` deletes per transaction."""
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Self:
