@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,25 +151,38 @@ def policy_issues(decisions: list[PolicyDecision]) -> list[ValidationIssue]:
     return issues
 
 
+def _call_fingerprint(step: Step) -> tuple[str, str, str | None]:
+    compensation = step.compensation
+    undo = None if compensation is None else sha256_digest(compensation.model_dump(mode="json"))
+    return step.tool, sha256_digest(step.args), undo
+
+
+def _writes(step: Step, tools: Mapping[str, ToolSpec]) -> bool:
+    """Whether a step's call or its compensation has a side effect."""
+    names = [step.tool] + ([step.compensation.tool] if step.compensation is not None else [])
+    return any(
+        (tool := tools.get(name)) is not None and tool.side_effect is not SideEffect.READ
+        for name in names
+    )
+
+
 def mark_new_side_effects(
     steps: list[Step], decisions: list[PolicyDecision], parent: Plan, tools: Mapping[str, ToolSpec]
 ) -> list[PolicyDecision]:
     """Require approval for side-effecting calls a failure-driven revision added.
 
-    Tool outputs that feed a revision are untrusted (OWASP LLM01): a write or destructive call
-    whose (tool, args) the parent version did not have is not run unattended.
+    Tool outputs that feed a revision are untrusted (OWASP LLM01): a write or destructive
+    call (or compensation) whose (tool, args, compensation) the parent version did not have,
+    or had fewer times (a repeated payment), is not run unattended.
     """
-    before = {(s.tool, sha256_digest(s.args)) for s in parent.steps}
+    before = Counter(_call_fingerprint(s) for s in parent.steps)
     out = []
     for step, decision in zip(steps, decisions, strict=True):
-        tool = tools.get(step.tool)
-        added = (step.tool, sha256_digest(step.args)) not in before
-        gate = (
-            decision.decision is Decision.ALLOW
-            and tool is not None
-            and added
-            and tool.side_effect is not SideEffect.READ
-        )
+        fingerprint = _call_fingerprint(step)
+        added = before[fingerprint] == 0
+        if not added:
+            before[fingerprint] -= 1
+        gate = decision.decision is Decision.ALLOW and added and _writes(step, tools)
         out.append(
             decision.model_copy(
                 update={
@@ -178,6 +192,35 @@ def mark_new_side_effects(
             )
             if gate
             else decision
+        )
+    return out
+
+
+def with_compensations(
+    decisions: list[PolicyDecision], compensations: Mapping[str, PolicyDecision]
+) -> list[PolicyDecision]:
+    """Fold each step's compensation decision into the step's own.
+
+    A compensation runs unattended when its run fails, so it is judged like a call: a
+    denied compensation denies its step, and one that may not run unattended puts its step
+    behind an approval (the approver of the step approves its undo too).
+    """
+    order = {Decision.ALLOW: 0, Decision.REQUIRE_APPROVAL: 1, Decision.DENY: 2}
+    out = []
+    for decision in decisions:
+        undo = compensations.get(decision.step_id)
+        if undo is None or order[undo.decision] <= order[decision.decision]:
+            out.append(decision)
+            continue
+        rules = [*decision.rule_ids, *(f"compensation:{rule}" for rule in undo.rule_ids)]
+        out.append(
+            decision.model_copy(
+                update={
+                    "decision": undo.decision,
+                    "rule_ids": rules,
+                    "errors": [*decision.errors, *undo.errors],
+                }
+            )
         )
     return out
 
@@ -465,6 +508,14 @@ class PlanService:
             decisions = self._policy.evaluate(
                 draft.steps, tools, principal, safe_mode=options.safe_mode
             )
+            undos = [
+                Step(id=s.id, tool=s.compensation.tool, args=s.compensation.args)
+                for s in draft.steps
+                if s.compensation is not None
+            ]
+            if undos:
+                judged = self._policy.evaluate(undos, tools, principal, safe_mode=options.safe_mode)
+                decisions = with_compensations(decisions, {d.step_id: d for d in judged})
         for d in decisions:
             if d.decision is Decision.DENY:
                 METRICS.policy_denials.add(1, {"gen_ai.tool.name": d.tool})

@@ -15,7 +15,7 @@ FLAGGED_DESCRIPTION_CHARS = 1000
 MAX_DESCRIPTION_CHARS = 4000
 """Length any description is cut to, in characters (``ToolSpec`` allows 8,192)."""
 INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (label, re.compile(regex, re.IGNORECASE))
+    (label, re.compile(regex, re.IGNORECASE | re.MULTILINE))
     for label, regex in (
         # OWASP LLM01:2025 examples and AgentDojo's "important_instructions" attack text.
         (
@@ -31,6 +31,10 @@ INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         # Invariant Labs: "Before using this tool, read ... Do not mention that ...".
         ("conceal", r"\bdo not (tell|mention|inform|reveal)\b"),
         ("before-using", r"\bbefore using this tool\b"),
+        # AgentDojo's "system_message" attack and role markers that forge a prompt section.
+        ("role-marker", r"(#{2,}\s*\(?\s*system[_ ]message|^\s*\[\s*(system|assistant)\s*\])"),
+        # Closing or opening the planner prompt's own sections (Greshake et al., 2023).
+        ("prompt-structure", r"<\s*/?\s*(request|catalog)\s*>"),
     )
 )
 """Patterns of text that address the model instead of describing the tool (label, regex)."""
