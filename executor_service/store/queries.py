@@ -116,22 +116,34 @@ class RunQueries:
         plan_id: UUID | None,
         limit: int,
         cursor: str | None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        with_intent: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Runs of ``tenant``, newest first, and the next page's cursor.
+
+        ``created_from`` (inclusive) and ``created_to`` (exclusive) bound the creation time;
+        ``with_intent`` adds each run's plan intent (the console's list shows it).
 
         Raises:
             ValueError: for a cursor this service did not produce.
         """
+        intent = ", plan->>'intent' AS intent" if with_intent else ""
         query = (
             "SELECT run_id, plan_id, plan_version, status, created_by, created_at, updated_at,"
-            " finished_at, mode, parent_run_id FROM executor.runs WHERE tenant = :tenant"
+            f" finished_at, mode, parent_run_id{intent} FROM executor.runs"
+            " WHERE tenant = :tenant"
             " AND (CAST(:status AS text) IS NULL OR status = :status)"
             " AND (CAST(:plan_id AS uuid) IS NULL OR plan_id = :plan_id)"
+            " AND (CAST(:created_from AS timestamptz) IS NULL OR created_at >= :created_from)"
+            " AND (CAST(:created_to AS timestamptz) IS NULL OR created_at < :created_to)"
         )
         params: dict[str, Any] = {
             "tenant": tenant,
             "status": status,
             "plan_id": plan_id,
+            "created_from": created_from,
+            "created_to": created_to,
             "limit": limit + 1,
         }
         if cursor:

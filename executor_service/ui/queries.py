@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,6 +9,8 @@ from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..store.queries import RunQueries
 
 RUN_STATUSES = (
     "pending",
@@ -37,35 +37,6 @@ class RunFilter:
     """Runs created before this instant."""
 
 
-def encode_cursor(created_at: datetime, run_id: UUID) -> str:
-    """The opaque cursor of a page that ends at ``(created_at, run_id)``."""
-    raw = json.dumps([created_at.isoformat(), str(run_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    """``(created_at, run_id)`` of a cursor.
-
-    Raises:
-        ValueError: for a cursor this console did not produce.
-    """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, run_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), UUID(run_id)
-    except (ValueError, TypeError) as exc:
-        raise ValueError("invalid cursor") from exc
-
-
-_LIST_RUNS = (
-    "SELECT run_id, plan_id, plan_version, status, created_by, created_at, finished_at, mode,"
-    " parent_run_id, plan->>'intent' AS intent FROM executor.runs WHERE tenant = :tenant"
-    " AND (CAST(:status AS text) IS NULL OR status = :status)"
-    " AND (CAST(:plan_id AS uuid) IS NULL OR plan_id = :plan_id)"
-    " AND (CAST(:created_from AS timestamptz) IS NULL OR created_at >= :created_from)"
-    " AND (CAST(:created_to AS timestamptz) IS NULL OR created_at < :created_to)"
-)
-
 _GATES = (
     "SELECT s.run_id, s.step_id, s.resolved_args, s.args_hash, s.gate_deadline,"
     " coalesce(s.gate_deadline <= now(), false) AS expired, r.plan_id, r.plan_version,"
@@ -91,34 +62,26 @@ class ConsoleQueries:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._auto = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._runs = RunQueries(engine)
 
     async def list_runs(
         self, tenant: str, filters: RunFilter, *, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Runs of ``tenant`` matching ``filters``, newest first, and the next page's cursor.
+        """Runs of ``tenant`` matching ``filters`` with their intent (``RunQueries.list_runs``).
 
         Raises:
-            ValueError: for a cursor this console did not produce.
+            ValueError: for a cursor this service did not produce.
         """
-        query = _LIST_RUNS
-        params: dict[str, Any] = {
-            "tenant": tenant,
-            "status": filters.status,
-            "plan_id": filters.plan_id,
-            "created_from": filters.created_from,
-            "created_to": filters.created_to,
-            "limit": limit + 1,
-        }
-        if cursor:
-            at, after = decode_cursor(cursor)
-            query += " AND (created_at, run_id) < (:at, :after)"
-            params |= {"at": at, "after": after}
-        query += " ORDER BY created_at DESC, run_id DESC LIMIT :limit"
-        async with self._auto.connect() as conn:
-            rows = [dict(r._mapping) for r in (await conn.execute(text(query), params)).all()]
-        page = rows[:limit]
-        more = len(rows) > limit
-        return page, (encode_cursor(page[-1]["created_at"], page[-1]["run_id"]) if more else None)
+        return await self._runs.list_runs(
+            tenant,
+            status=filters.status,
+            plan_id=filters.plan_id,
+            created_from=filters.created_from,
+            created_to=filters.created_to,
+            limit=limit,
+            cursor=cursor,
+            with_intent=True,
+        )
 
     async def open_gates(self, tenant: str, *, limit: int = 200) -> list[dict[str, Any]]:
         """Undecided approval gates of ``tenant``, soonest deadline first.

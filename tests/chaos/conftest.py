@@ -19,9 +19,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +31,7 @@ from executor_service.store.runs import RunStore
 from planexec.db.pg import create_pool
 from shared_schemas import Plan, PlannerInfo, PolicyDecision, Step, seal
 
-from ..e2e.processes import base_env
+from ..e2e.processes import base_env, until
 from ..support.recording_server import RecordingServer, openapi_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,21 +39,6 @@ SCALE = max(1, int(os.environ.get("PLANEXEC_CHAOS_SCALE", "1")))
 """Multiplier of run counts (and so of durations) for the long variant."""
 SIGNING_KEY = b"c" * 40
 T = TypeVar("T")
-
-
-async def until(
-    check: Callable[[], Awaitable[T]], timeout_s: float = 30.0, interval_s: float = 0.05
-) -> T:
-    """Await ``check`` until it returns without raising; fail after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            return await check()
-        except Exception as exc:
-            last = exc
-        await asyncio.sleep(interval_s)
-    raise AssertionError(f"not true within {timeout_s} s: {last!r}")
 
 
 class WorkerProcess:

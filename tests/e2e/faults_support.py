@@ -11,13 +11,10 @@ idempotent). Runs are created directly in the store, as the dispatch loop would.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,28 +24,13 @@ from executor_service.store.runs import RunStore
 from shared_schemas import Plan, PlannerInfo, PolicyDecision, Step, seal
 
 from ..support.recording_server import RecordingServer, openapi_document
-from .processes import Service, base_env, free_port
+from .processes import Service, base_env, free_port, until
 
 T = TypeVar("T")
 SIGNING_KEY = "f" * 40
 TENANT = "acme"  # the tenant of the ``keys_for`` API keys
 FAULT_EXIT = 137
 """Exit status of a worker that reached its fault point (``os._exit(137)``)."""
-
-
-async def until(
-    check: Callable[[], Awaitable[T]], timeout_s: float = 30.0, interval_s: float = 0.05
-) -> T:
-    """Await ``check`` until it returns without raising; fail after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            return await check()
-        except Exception as exc:
-            last = exc
-        await asyncio.sleep(interval_s)
-    raise AssertionError(f"not true within {timeout_s} s: {last!r}")
 
 
 def write_catalog(directory: Path, sink: RecordingServer) -> Path:

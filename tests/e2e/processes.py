@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +36,21 @@ def eventually(check: Callable[[], T], timeout_s: float = 30.0, interval_s: floa
         except Exception as exc:
             last = exc
             time.sleep(interval_s)
+    raise AssertionError(f"not true within {timeout_s} s: {last!r}")
+
+
+async def until(
+    check: Callable[[], Awaitable[T]], timeout_s: float = 30.0, interval_s: float = 0.05
+) -> T:
+    """Await ``check`` until it returns without raising; fail after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            return await check()
+        except Exception as exc:
+            last = exc
+        await asyncio.sleep(interval_s)
     raise AssertionError(f"not true within {timeout_s} s: {last!r}")
 
 
