@@ -214,14 +214,16 @@ async def _prune(args: argparse.Namespace) -> int:
         f"pruned data older than {stats.cutoff.isoformat()}:"
         f" {stats.run_events.rows} run events ({stats.run_events.batches} batches),"
         f" {stats.generation_attempts.rows} generation attempts"
-        f" ({stats.generation_attempts.batches} batches)",
+        f" ({stats.generation_attempts.batches} batches), {stats.dispatch.rows} dispatch entries,"
+        f" {stats.idempotency_keys.rows} idempotency keys,"
+        f" {stats.plan_cache.rows} expired plan cache entries",
         file=sys.stderr,
     )
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    """Delete run events of finished runs and plan provenance older than the retention age."""
+    """Delete run events, plan provenance and planner bookkeeping past the retention age."""
     return asyncio.run(_prune(args))
 
 
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(func=cmd_keys)
 
     prune = sub.add_parser(
-        "prune", help="delete old run events of finished runs and old plan provenance"
+        "prune", help="delete old run events, plan provenance and planner bookkeeping"
     )
     prune.add_argument(
         "--older-than",

@@ -10,6 +10,14 @@ What is pruned:
   gap-free ``seq`` sequence.
 - ``planner.generation_attempts`` (the provenance of a plan version: prompt, raw response,
   tokens, latency) of plan versions created before the cutoff.
+- ``planner.dispatch`` entries *acked* before the cutoff: the executor made its run, which
+  records the plan version itself. A queued entry is never touched, whatever its age. A
+  version is enqueued only when it is created, so a pruned entry is never enqueued again.
+- ``planner.idempotency_keys`` recorded before the cutoff: a request repeated with such a key
+  after the retention age makes a new plan, as with a key never seen (Stripe keeps keys for
+  24 hours; keep the retention age above the longest client retry window).
+- ``planner.plan_cache`` entries that have expired (``expires_at`` before ``now()``), whatever
+  the retention age: lookups already ignore them.
 
 What stays, as the summary: the run's row (status, error, spend, ``finished_at``), its steps
 (resolved arguments, outputs, errors, approvals), its attempts (one small row per call: status,
@@ -84,6 +92,65 @@ _PRUNE_GENERATION_ATTEMPTS = text(
 )
 
 
+_PRUNE_DISPATCH = text(
+    """
+    WITH doomed AS (
+        SELECT tenant, plan_id, version FROM planner.dispatch
+        WHERE (tenant, plan_id, version) > (:after_tenant, :after_plan, :after_version)
+          AND status = 'acked' AND acked_at < :cutoff
+        ORDER BY tenant, plan_id, version
+        LIMIT :batch
+    )
+    , deleted AS (
+        DELETE FROM planner.dispatch q
+        USING doomed d
+        WHERE q.tenant = d.tenant AND q.plan_id = d.plan_id AND q.version = d.version
+        RETURNING q.tenant, q.plan_id, q.version
+    )
+    SELECT count(*) OVER () AS deleted, tenant, plan_id, version
+    FROM deleted ORDER BY tenant DESC, plan_id DESC, version DESC LIMIT 1
+    """
+)
+
+_PRUNE_IDEMPOTENCY_KEYS = text(
+    """
+    WITH doomed AS (
+        SELECT tenant, key FROM planner.idempotency_keys
+        WHERE (tenant, key) > (:after_tenant, :after_key) AND created_at < :cutoff
+        ORDER BY tenant, key
+        LIMIT :batch
+    )
+    , deleted AS (
+        DELETE FROM planner.idempotency_keys k
+        USING doomed d
+        WHERE k.tenant = d.tenant AND k.key = d.key
+        RETURNING k.tenant, k.key
+    )
+    SELECT count(*) OVER () AS deleted, tenant, key
+    FROM deleted ORDER BY tenant DESC, key DESC LIMIT 1
+    """
+)
+
+_PRUNE_PLAN_CACHE = text(
+    """
+    WITH doomed AS (
+        SELECT tenant, cache_key FROM planner.plan_cache
+        WHERE (tenant, cache_key) > (:after_tenant, :after_key) AND expires_at < now()
+        ORDER BY tenant, cache_key
+        LIMIT :batch
+    )
+    , deleted AS (
+        DELETE FROM planner.plan_cache c
+        USING doomed d
+        WHERE c.tenant = d.tenant AND c.cache_key = d.cache_key
+        RETURNING c.tenant, c.cache_key
+    )
+    SELECT count(*) OVER () AS deleted, tenant, cache_key
+    FROM deleted ORDER BY tenant DESC, cache_key DESC LIMIT 1
+    """
+)
+
+
 @dataclass(frozen=True)
 class TablePruned:
     """What a prune removed from one table."""
@@ -104,6 +171,12 @@ class PruneStats:
     """``executor.run_events`` of finished runs."""
     generation_attempts: TablePruned
     """``planner.generation_attempts`` (plan provenance)."""
+    dispatch: TablePruned
+    """``planner.dispatch`` entries acked before the cutoff."""
+    idempotency_keys: TablePruned
+    """``planner.idempotency_keys`` recorded before the cutoff."""
+    plan_cache: TablePruned
+    """Expired ``planner.plan_cache`` entries."""
 
 
 async def _prune_table(
@@ -134,13 +207,15 @@ async def _prune_table(
 
 
 async def prune(engine: AsyncEngine, *, older_than: timedelta, batch: int = 1000) -> PruneStats:
-    """Delete run events of finished runs and plan provenance older than ``older_than``.
+    """Delete run events of finished runs, plan provenance and planner bookkeeping.
 
     Args:
         engine: an engine on the planexec database (both schemas).
         older_than: age measured back from the database's ``now()``: a finished run's
             events go when its ``finished_at`` is older, a plan version's generation
-            attempts when its ``created_at`` is older.
+            attempts when its ``created_at`` is older, a dispatch entry when its
+            ``acked_at`` is older, an idempotency key when its ``created_at`` is older.
+            Expired plan cache entries go whatever this age.
         batch: most rows deleted per transaction (≥ 1).
 
     Returns:
@@ -179,4 +254,24 @@ async def prune(engine: AsyncEngine, *, older_than: timedelta, batch: int = 1000
         cutoff,
         batch,
     )
-    return PruneStats(cutoff=cutoff, run_events=events, generation_attempts=provenance)
+    dispatch = await _prune_table(
+        engine,
+        _PRUNE_DISPATCH,
+        {"after_tenant": "", "after_plan": uuid.UUID(int=0), "after_version": 0},
+        cutoff,
+        batch,
+    )
+    keys = await _prune_table(
+        engine, _PRUNE_IDEMPOTENCY_KEYS, {"after_tenant": "", "after_key": ""}, cutoff, batch
+    )
+    cache = await _prune_table(
+        engine, _PRUNE_PLAN_CACHE, {"after_tenant": "", "after_key": ""}, cutoff, batch
+    )
+    return PruneStats(
+        cutoff=cutoff,
+        run_events=events,
+        generation_attempts=provenance,
+        dispatch=dispatch,
+        idempotency_keys=keys,
+        plan_cache=cache,
+    )

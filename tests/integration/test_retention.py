@@ -41,6 +41,10 @@ class Seeded:
     """Every other run: run id -> number of events (all of which must stay)."""
     old_provenance: int = 0
     kept_provenance: set[tuple[str, uuid.UUID, int, int]] = field(default_factory=set)
+    kept_dispatch: set[tuple[str, uuid.UUID, int]] = field(default_factory=set)
+    """Dispatch entries that stay: recently acked, or queued whatever their age."""
+    kept_keys: set[tuple[str, str]] = field(default_factory=set)
+    kept_cache: set[tuple[str, str]] = field(default_factory=set)
 
 
 async def _run(
@@ -166,7 +170,49 @@ async def _seed(engine: AsyncEngine) -> Seeded:
             plan_id = uuid.uuid4()
             seeded.old_provenance += len(await _plan_version(conn, tenant, plan_id, 1, 3, OLD))
             seeded.kept_provenance.update(await _plan_version(conn, tenant, plan_id, 2, 2, RECENT))
+            await _bookkeeping(conn, seeded, tenant, plan_id)
     return seeded
+
+
+async def _bookkeeping(
+    conn: AsyncConnection, seeded: Seeded, tenant: str, plan_id: uuid.UUID
+) -> None:
+    """Dispatch entries, idempotency keys and cache entries of the plan's two versions.
+
+    Per tenant, what goes: v1's dispatch entry (acked long ago), two old idempotency keys, two
+    expired cache entries. What stays: v2's entry (queued long ago, never acked: an executor
+    still has to make its run), a recent key, a live cache entry.
+    """
+    old = f"now() - make_interval(days => {OLD})"
+    await conn.execute(
+        text(
+            "INSERT INTO planner.dispatch (tenant, plan_id, version, status, enqueued_at,"
+            f" acked_at) VALUES (:t, :p, 1, 'acked', {old}, {old}),"
+            f" (:t, :p, 2, 'queued', {old}, NULL)"
+        ),
+        {"t": tenant, "p": plan_id},
+    )
+    seeded.kept_dispatch.add((tenant, plan_id, 2))
+    for key, age in (("old-1", OLD), ("old-2", OLD), ("recent", RECENT)):
+        await conn.execute(
+            text(
+                "INSERT INTO planner.idempotency_keys (tenant, key, request_hash, plan_id,"
+                f" version, created_at) VALUES (:t, :k, 'h', :p, 1,"
+                f" now() - make_interval(days => {age}))"
+            ),
+            {"t": tenant, "k": key, "p": plan_id},
+        )
+    seeded.kept_keys.add((tenant, "recent"))
+    # Expiry decides, not age: an entry that expired a minute ago goes.
+    for key, expires in (("gone-1", "-1 day"), ("gone-2", "-1 minute"), ("live", "1 hour")):
+        await conn.execute(
+            text(
+                "INSERT INTO planner.plan_cache (tenant, cache_key, plan_id, version, expires_at)"
+                " VALUES (:t, :k, :p, 1, now() + CAST(CAST(:e AS text) AS interval))"
+            ),
+            {"t": tenant, "k": key, "p": plan_id, "e": expires},
+        )
+    seeded.kept_cache.add((tenant, "live"))
 
 
 async def _snapshot(engine: AsyncEngine, query: str) -> list[tuple[Any, ...]]:
@@ -206,6 +252,19 @@ async def test_prune_deletes_exactly_old_data_of_finished_runs_in_bounded_batche
     # generation attempts in 3; no transaction deleted more than the batch.
     assert (stats.run_events.rows, stats.run_events.batches) == (28, 10)
     assert (stats.generation_attempts.rows, stats.generation_attempts.batches) == (9, 3)
+    # Three tenants: 3 acked entries in 1 batch, 6 old keys and 6 expired entries in 2 each.
+    assert (stats.dispatch.rows, stats.dispatch.batches) == (3, 1)
+    assert (stats.idempotency_keys.rows, stats.idempotency_keys.batches) == (6, 2)
+    assert (stats.plan_cache.rows, stats.plan_cache.batches) == (6, 2)
+    assert set(
+        await _snapshot(engine, "SELECT tenant, plan_id, version FROM planner.dispatch")
+    ) == (seeded.kept_dispatch)
+    assert set(await _snapshot(engine, "SELECT tenant, key FROM planner.idempotency_keys")) == (
+        seeded.kept_keys
+    )
+    assert set(await _snapshot(engine, "SELECT tenant, cache_key FROM planner.plan_cache")) == (
+        seeded.kept_cache
+    )
 
     remaining = dict(
         await _snapshot(
@@ -227,6 +286,7 @@ async def test_prune_deletes_exactly_old_data_of_finished_runs_in_bounded_batche
     again = await prune(engine, older_than=KEEP, batch=3)
     assert (again.run_events.rows, again.run_events.batches) == (0, 0)
     assert (again.generation_attempts.rows, again.generation_attempts.batches) == (0, 0)
+    assert (again.dispatch.rows, again.idempotency_keys.rows, again.plan_cache.rows) == (0, 0, 0)
 
     # With a batch larger than the backlog, one transaction per table suffices; a shorter
     # age now reaches the recently finished runs and the recent plan versions too.
@@ -276,6 +336,7 @@ async def test_cli_prunes_with_the_configured_age_and_batch(
     )
     assert code == 0, out
     assert "28 run events (3 batches), 9 generation attempts (1 batches)" in out, out
+    assert "3 dispatch entries, 6 idempotency keys, 6 expired plan cache entries" in out, out
 
     code, out = await _cli(db_url, tmp_path, "--older-than", "5", "--batch", "4")
     assert code == 0, out
