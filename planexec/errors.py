@@ -139,6 +139,19 @@ class PlanRefusedError(PlanexecError):
     title = "Plan refused"
 
 
+class RateLimitedError(PlanexecError):
+    """Too many requests; retry after ``retry_after_s`` seconds (also the Retry-After header).
+
+    ``limit`` names the setting that was hit (``auth_failure_limit``, ``tenant_rate_limit``),
+    ``limit_value`` its value and ``window_s`` its window in seconds.
+    """
+
+    code = "rate-limited"
+    status = 429
+    retryable = True
+    title = "Too many requests"
+
+
 class ServiceUnavailableError(PlanexecError):
     """A dependency (database, model server, peer service) is unavailable; retry later."""
 

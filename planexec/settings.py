@@ -40,8 +40,33 @@ class CommonSettings(BaseSettings):
     """HMAC-SHA256 key that signs plan content hashes (at least 32 bytes outside dev)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     """Largest accepted request body, in bytes; larger bodies get 413."""
+    max_body_depth: int = Field(default=64, ge=2, le=512)
+    """Deepest nesting of arrays and objects in a JSON request body; deeper gets 422
+    ``limit-exceeded`` (``limit: max_body_depth``)."""
+    max_body_items: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Most items of one array (or members of one object) in a JSON request body; more gets
+    422 ``limit-exceeded`` (``limit: max_body_items``)."""
+    max_number_length: int = Field(default=100, ge=20, le=4000)
+    """Longest number literal in a JSON request body, in characters; longer gets 422
+    ``limit-exceeded`` (``limit: max_number_length``)."""
     auth_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
     """How long a verified API key is remembered per process, in seconds (0 = never)."""
+    auth_failure_limit: int | None = Field(default=20, ge=1, le=100_000)
+    """Failed authentications (malformed, unknown, wrong-secret or revoked keys; console
+    logins included) one client address may make per ``auth_failure_window_s``; past it every
+    request from that address that presents a key gets 429 ``rate-limited`` with
+    ``Retry-After`` until the moving window has room again, without the key being checked.
+    Counted per process, in memory. Unset = no limit."""
+    auth_failure_window_s: int = Field(default=60, ge=1, le=86_400)
+    """Moving window of ``auth_failure_limit``, in seconds."""
+    tenant_rate_limit: int | None = Field(default=None, ge=1, le=10_000_000)
+    """Authenticated API requests one tenant may make per ``tenant_rate_window_s`` to this
+    process; past it 429 ``rate-limited`` with ``Retry-After``. Keys with the
+    ``planexec:dispatch`` scope (the executor's service key) and unauthenticated routes
+    (health, metrics) are not counted. Counted per process, in memory (N processes allow up to
+    N times this). Unset = no limit."""
+    tenant_rate_window_s: int = Field(default=60, ge=1, le=86_400)
+    """Window of ``tenant_rate_limit``, in seconds (sliding window counter)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Minimum level of structured log lines."""
     log_json: bool = True

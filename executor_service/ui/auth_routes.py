@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import Field
 
-from planexec.auth import ApiKeyStore
 from planexec.errors import ForbiddenError
+from planexec.web.auth import verify_key
 
 from .deps import ConsoleForm, FormSessionDep, UiRoute, current_session, go_to, render
 from .session import (
@@ -79,10 +79,13 @@ async def login_form(request: Request, next: str | None = None) -> Response:
 async def login(request: Request, form: LoginForm) -> Response:
     """Check the pasted key against the key store and open a session.
 
-    A key the store does not know is a 401 that says so (the form stays usable).
+    A key the store does not know is a 401 that says so (the form stays usable) and counts
+    against the caller's ``auth_failure_limit``, like a bad ``X-API-Key``.
 
     Raises:
         ForbiddenError: the form's CSRF token does not match its pre-session cookie.
+        RateLimitedError: the caller's address used up its failed authentications (429,
+            ``Retry-After``); the key is not checked.
     """
     codec = codec_for(request)
     pre = request.cookies.get(LOGIN_COOKIE)
@@ -90,8 +93,7 @@ async def login(request: Request, form: LoginForm) -> Response:
     if nonce is None or not codec.csrf_valid(nonce, form.csrf_token):
         raise ForbiddenError("the login form's CSRF token is missing, expired or not this form's")
     api_key = form.api_key.strip()
-    store: ApiKeyStore = request.app.state.key_store
-    principal = await store.authenticate(api_key) if api_key else None
+    principal = await verify_key(request, api_key) if api_key else None
     if principal is None:
         context = {"session": None, "status": 401, "title": "Not logged in"}
         context["detail"] = "That API key is not valid."

@@ -15,6 +15,9 @@ from shared_schemas import Principal, Role
 
 from .keys import IssuedKey, digest_secret, generate_key, parse_key
 
+_ABSENT_DIGEST = digest_secret("no key has this id")
+"""Compared against when no live key has the presented id (constant-time refusals)."""
+
 
 @dataclass(frozen=True)
 class KeyInfo:
@@ -82,7 +85,13 @@ class ApiKeyStore:
         return issued
 
     async def authenticate(self, token: str) -> Principal | None:
-        """The principal of a presented key; None when unknown, revoked or wrong."""
+        """The principal of a presented key; None when malformed, unknown, revoked or wrong.
+
+        The secret's SHA-256 digest is compared with ``hmac.compare_digest``; an unknown or
+        revoked id is compared against a stand-in digest, so a refusal costs the same query
+        and comparison either way. A cache hit answers without the database, but only a
+        presented secret whose digest was verified before can hit it.
+        """
         parsed = parse_key(token)
         if parsed is None:
             return None
@@ -100,7 +109,10 @@ class ApiKeyStore:
                     {"key_id": parsed.key_id},
                 )
             ).first()
-        if row is None or not hmac.compare_digest(presented, row.digest):
+        # Unknown (or revoked) ids compare against a stand-in digest, so both refusals do the
+        # same work: no early exit tells an unknown id from a wrong secret.
+        stored = row.digest if row is not None else _ABSENT_DIGEST
+        if not hmac.compare_digest(presented, stored) or row is None:
             return None
         principal = Principal(
             tenant=row.tenant,

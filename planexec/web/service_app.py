@@ -10,9 +10,10 @@ from fastapi import APIRouter, FastAPI
 from planexec.settings import CommonSettings
 from planexec.telemetry import Telemetry, install_metrics_route
 
-from .limits import BodyLimitMiddleware
+from .limits import BodyLimitMiddleware, JsonShapeLimits
 from .openapi import document_problem_schema
 from .problems import install_problem_handlers
+from .ratelimit import RateLimits
 
 
 def service_app(
@@ -38,8 +39,15 @@ def service_app(
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
+    app.state.rate_limits = RateLimits.from_settings(settings)  # per process, see .ratelimit
     install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        shape=JsonShapeLimits(
+            settings.max_body_depth, settings.max_body_items, settings.max_number_length
+        ),
+    )
     for router in routers:
         app.include_router(router)
     install_metrics_route(app)

@@ -20,7 +20,8 @@ from planexec.errors import (
     UnsupportedMediaTypeError,
 )
 from planexec.web import PrincipalDep, problem_responses
-from shared_schemas import sha256_digest
+from planexec.web.auth import require_any_role
+from shared_schemas import Principal, Role, sha256_digest
 
 from ..domain.parsing import loads_strict
 from ..plan_service import PlanInput, PlanOptions, PlanService, RevisionInput
@@ -60,6 +61,9 @@ async def strict_json_body(request: Request) -> Any:
 
 
 StrictBody = Annotated[Any, Depends(strict_json_body)]
+Planner = Annotated[Principal, Depends(require_any_role(Role.SUBMITTER, Role.OPERATOR))]
+"""Who may plan (403 otherwise): the roles defaults.cedar lets plan, checked before any
+generation so that a key without them spends no model tokens."""
 
 
 def _service(request: Request) -> PlanService:
@@ -112,7 +116,7 @@ _WRITE_ERRORS = problem_responses(
 )
 async def create_plan(
     request: Request,
-    principal: PrincipalDep,
+    principal: Planner,
     body: PlanCreate,
     _raw: StrictBody,
     idempotency_key: Annotated[
@@ -156,7 +160,7 @@ async def create_plan(
 )
 async def revise_plan(
     request: Request,
-    principal: PrincipalDep,
+    principal: Planner,
     plan_id: UUID,
     body: RevisionCreate,
     _raw: StrictBody,
