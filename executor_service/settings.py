@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -30,6 +31,15 @@ class ExecutorSettings(CommonSettings):
     """Runs one worker process drives at once."""
     step_concurrency: int = Field(default=16, ge=1, le=1000)
     """Steps one worker process runs at once, across its runs."""
+    tool_concurrency: dict[str, Annotated[int, Field(ge=1, le=100_000)]] = Field(
+        default_factory=dict
+    )
+    """Calls of a tool in flight at once across all workers, by tool name
+    (``{"sink.effect": 2}``); tools not named are not capped (``engine.slots``, R15)."""
+    tenant_tool_concurrency: dict[str, Annotated[int, Field(ge=1, le=100_000)]] = Field(
+        default_factory=dict
+    )
+    """Calls of a tool in flight at once for each tenant, across all workers, by tool name."""
     lease_ttl_s: float = Field(default=30.0, ge=0.5, le=3600)
     """How long a run lease lasts without a heartbeat, in seconds."""
     heartbeat_s: float | None = Field(default=None, gt=0)

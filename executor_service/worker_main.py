@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from dataclasses import replace
 
 import structlog
 
@@ -16,6 +17,7 @@ from planexec.telemetry import serve_metrics, setup_telemetry
 from .app import http_config, llm_config, planner_client
 from .engine.driver import DriverConfig
 from .engine.faults import parse_fault
+from .engine.slots import slot_gate
 from .engine.webhook import GateWebhook
 from .engine.worker import Worker, worker_id
 from .settings import ExecutorSettings
@@ -57,6 +59,10 @@ async def run_worker(settings: ExecutorSettings, *, concurrency: int | None = No
         if planner is not None:
             stack.push_async_callback(planner.aclose)
         config = driver_config(settings)
+        gate = await slot_gate(
+            settings.tool_concurrency, settings.tenant_tool_concurrency, pool, url, stack
+        )
+        config = replace(config, slots=gate)
         webhook = None
         if settings.approval_webhook_url:
             webhook = GateWebhook(settings.approval_webhook_url, settings.signing_key_bytes)

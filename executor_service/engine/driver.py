@@ -47,6 +47,7 @@ from .modes import RecordedTool, SimulatedTool
 from .pinning import divergence_from_pin, spec_hash
 from .replan import Replanner, Revised
 from .saga import Saga
+from .slots import Slot, SlotGate
 from .webhook import GateWebhook
 
 _log = structlog.get_logger("planexec.executor.driver")
@@ -70,14 +71,35 @@ class DriverConfig:
     """What one tenant may spend per UTC day across its runs, in USD; None: no cap."""
     fault: tuple[str, str | None] | None = None
     """Test-only fault injection point (``engine.faults``)."""
+    slots: SlotGate | None = None
+    """Per-tool and per-tenant concurrency caps across workers (``engine.slots``); None: no
+    tool is capped."""
 
 
 class LeaseLostError(RuntimeError):
     """Another worker holds the run now; this driver must stop without writing."""
 
 
+_DB_CLOCK: list[tuple[datetime, float]] = []
+"""The database clock seen by this process's latest claim, with the monotonic time then."""
+
+
 def _now() -> datetime:
-    return datetime.now(UTC)
+    """The database clock, extrapolated with the monotonic clock from the latest claim.
+
+    Timestamps a driver writes (attempt start and finish, retry due times) thus agree with
+    the ones Postgres writes even when this host's clock is skewed (RELIABILITY R17); the
+    host clock is used only before the first claim.
+    """
+    if not _DB_CLOCK:
+        return datetime.now(UTC)
+    seen, at = _DB_CLOCK[-1]
+    return seen + timedelta(seconds=time.monotonic() - at)
+
+
+def _saw_db_clock(db_now: datetime | None) -> None:
+    if db_now is not None:
+        _DB_CLOCK[:] = [(db_now, time.monotonic())]
 
 
 @dataclass
@@ -135,6 +157,11 @@ class RunDriver:
         self._tenant_spent = claimed.tenant_spent_usd
         self._replans = claimed.replans
         self._claimed_at = time.monotonic()
+        _saw_db_clock(claimed.db_now)
+        self._slot_waits: dict[str, asyncio.Task[None]] = {}
+        """Steps waiting for a slot of their capped tool (``engine.slots``)."""
+        self._slot_held: dict[str, Slot] = {}
+        """Slots granted to steps not started yet."""
         self._stop_reason: dict[str, Any] | None = None
         self.suspect = claimed.recovery_attempts - int(claimed.recovered) >= 2
         """Claimed as a suspect (recovered twice before without progress): leased alone."""
@@ -411,13 +438,16 @@ class RunDriver:
         step = self.steps[step_id]
         row = self.rows[step_id]
         self._promote(step_id)
+        slot = self._slot_held.pop(step_id, None)
         tool = self._tool(step.tool)
         attempt = row.attempts + 1
         failure, args = self._refusal(step_id, self.real_tool(step.tool), tool)
         if failure is None and tool is not None and self._over_budget(step_id, tool):
+            self._give_back(slot)
             return
         if failure is not None or tool is None:
             assert failure is not None
+            self._give_back(slot)
             row.attempts = attempt
             self.apply(step_id, Failed(attempt, failure))
             return
@@ -454,19 +484,78 @@ class RunDriver:
             traceparent=self.plan.traceparent,
             heartbeat_details=self._heartbeat_details.get(step_id),
         )
-        self.running[step_id] = asyncio.create_task(self._call(step, tool, args, ctx))
+        self.running[step_id] = asyncio.create_task(self._call(step, tool, args, ctx, slot))
 
     async def _call(
-        self, step: Step, tool: ToolAdapter, args: dict[str, Any], ctx: InvocationContext
+        self,
+        step: Step,
+        tool: ToolAdapter,
+        args: dict[str, Any],
+        ctx: InvocationContext,
+        slot: Slot | None = None,
     ) -> AttemptResult:
-        async with self._slots:
-            crash_if(self.config.fault, "before_call", step.id)
-            result = await run_attempt(
-                step, tool, args, ctx, max_output_bytes=self.config.max_output_bytes
-            )
-            crash_if(self.config.fault, "after_call", step.id)
+        try:
+            async with self._slots:
+                crash_if(self.config.fault, "before_call", step.id)
+                result = await run_attempt(
+                    step, tool, args, ctx, max_output_bytes=self.config.max_output_bytes
+                )
+                crash_if(self.config.fault, "after_call", step.id)
+        finally:
+            if slot is not None and self.config.slots is not None:
+                await self.config.slots.release(slot)
         await self._done.put(result)
         return result
+
+    # -- tool slots (engine.slots) ----------------------------------------------------------
+
+    def _wait_for_slot(self, step_id: str) -> bool:
+        """Whether a step must first get a slot of its capped tool (then one is asked for).
+
+        No database access for an uncapped tool, nor in a replay or a dry run (no real call).
+        """
+        gate = self.config.slots
+        if gate is None or self.mode != "normal" or step_id in self._slot_held:
+            return False
+        tool = self.steps[step_id].tool
+        if not gate.capped(tool):
+            return False
+        if step_id not in self._slot_waits:
+            self._slot_waits[step_id] = asyncio.create_task(self._acquire_slot(step_id, tool))
+        return True
+
+    async def _acquire_slot(self, step_id: str, tool: str) -> None:
+        gate = self.config.slots
+        assert gate is not None
+        try:
+            slot = await gate.acquire(
+                tool,
+                tenant=self.plan.tenant,
+                run_id=self.run_id,
+                step_id=step_id,
+                lease_token=self.claimed.lease_token,
+            )
+        except Exception as exc:  # a bug, not a wait: look again at the next turn
+            _log.error("slot_acquire_crashed", run_id=str(self.run_id), error=repr(exc))
+        else:
+            self._slot_held[step_id] = slot
+            if slot.waited_s > 0.5:
+                waited_s = round(slot.waited_s, 3)
+                _log.info("slot_waited", run_id=str(self.run_id), step=step_id, waited_s=waited_s)
+        finally:
+            self._slot_waits.pop(step_id, None)
+            self._wake.set()
+
+    async def _start_all(self, step_ids: list[str]) -> None:
+        """Start the steps; those of a capped tool first wait for a slot (in the background)."""
+        for step_id in step_ids:
+            if not self._wait_for_slot(step_id):
+                await self._start(step_id)
+
+    def _give_back(self, slot: Slot | None) -> None:
+        """Release a granted slot whose step will not call its tool after all."""
+        if slot is not None and self.config.slots is not None:
+            self.config.slots.release_soon(slot)
 
     def _record(self, result: AttemptResult) -> None:
         step_id = result.step_id
@@ -571,6 +660,8 @@ class RunDriver:
             heartbeat.cancel()
             for task in self.running.values():
                 task.cancel()
+            for waiter in list(self._slot_waits.values()):
+                waiter.cancel()  # held slots end with the lease, which ends with the drive
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
@@ -609,7 +700,7 @@ class RunDriver:
                 self.plan.steps,
                 {sid: self._state(sid) for sid in self.steps},
                 set(self.running),
-                set(self.waiting),
+                set(self.waiting) | set(self._slot_waits),
                 self.gates.approved,
                 self.failed_run,
             )
@@ -621,9 +712,9 @@ class RunDriver:
                 self._promote(step_id)
                 self.gates.open(step_id)
             if not self._draining:
-                for step_id in plan.start:
-                    await self._start(step_id)
-            if not self.running and not self.waiting and not self._draining:
+                await self._start_all(plan.start)
+            waiting = self.waiting or self._slot_waits
+            if not self.running and not waiting and not self._draining:
                 continue  # gates opened or starts failed at once: the state moved, look again
             await self.flush()
             await self._wait()
@@ -651,6 +742,8 @@ class RunDriver:
             self._record(self._done.get_nowait())
 
     async def _finish(self, status: RunStatus) -> RunStatus:
+        for step_id in list(self._slot_held):
+            self._give_back(self._slot_held.pop(step_id))  # granted, never to be used
         compensation_failed: list[str] = []
         if status is RunStatus.FAILED:
             for step_id, row in self.rows.items():

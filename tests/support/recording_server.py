@@ -139,7 +139,9 @@ def _fresh_state() -> dict[str, Any]:
         "stored": {},  # key -> {"fingerprint": str, "response": {...}}
         "log": [],  # one entry per request: seq, time, endpoint, name, key, outcome
         "fail": {},  # name -> {"times": int, "status": int, "retry_after": str | None}
-        "slow": {},  # name -> seconds
+        "slow": {},  # name -> seconds ("*": every name without its own)
+        "in_flight": {},  # endpoint ("/effects", "/unsafe") -> requests being handled now
+        "max_in_flight": {},  # endpoint -> most requests handled at once
     }
 
 
@@ -166,6 +168,20 @@ class _Sink:
         return await self._handle(request, idempotent=False)
 
     async def _handle(self, request: Request, *, idempotent: bool) -> JSONResponse:
+        # Requests in flight per endpoint, from arrival to response (a client that died
+        # mid-request still counts until its handler ends): for concurrency caps (R15).
+        endpoint = "/effects" if idempotent else "/unsafe"
+        in_flight = self.state.setdefault("in_flight", {})
+        peak = self.state.setdefault("max_in_flight", {})
+        in_flight[endpoint] = in_flight.get(endpoint, 0) + 1
+        peak[endpoint] = max(peak.get(endpoint, 0), in_flight[endpoint])
+        try:
+            response = await self._effect(request, idempotent=idempotent)
+        finally:
+            in_flight[endpoint] -= 1
+        return response
+
+    async def _effect(self, request: Request, *, idempotent: bool) -> JSONResponse:
         name = request.path_params["name"]
         key = request.headers.get("idempotency-key")
         raw = await request.body()
@@ -173,7 +189,7 @@ class _Sink:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        delay = self.state["slow"].get(name, 0)
+        delay = self.state["slow"].get(name, self.state["slow"].get("*", 0))
         if delay > 0:
             await asyncio.sleep(delay)
         # From here to the end nothing awaits: check-and-record is atomic on the event loop.
@@ -234,8 +250,9 @@ class _Sink:
         return JSONResponse({"ok": True})
 
     async def stats(self, request: Request) -> JSONResponse:
-        keys = ("requests", "effects", "by_key", "effects_by_name", "replayed", "failed")
-        return JSONResponse({k: self.state[k] for k in keys})
+        keys: tuple[str, ...] = ("requests", "effects", "by_key", "effects_by_name")
+        keys += ("replayed", "failed", "in_flight", "max_in_flight")
+        return JSONResponse({k: self.state.get(k, {}) for k in keys})
 
     async def log(self, request: Request) -> JSONResponse:
         return JSONResponse(self.state["log"])
@@ -291,7 +308,8 @@ class _Controls:
         httpx2.post(f"{self.base_url}{path}", params=query, timeout=10).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
-        """``GET /stats``: requests, effects, by_key, effects_by_name, replayed, failed."""
+        """``GET /stats``: requests, effects, by_key, effects_by_name, replayed, failed,
+        in_flight and max_in_flight (per endpoint, ``/effects`` and ``/unsafe``)."""
         response = httpx2.get(f"{self.base_url}/stats", timeout=10).raise_for_status()
         result: dict[str, Any] = response.json()
         return result
@@ -315,7 +333,10 @@ class _Controls:
         self._post(f"/fail/{name}", times=times, status=status, retry_after=retry_after)
 
     def slow(self, name: str, seconds: float) -> None:
-        """Make requests to ``name`` sleep ``seconds`` before anything else (0 clears)."""
+        """Make requests to ``name`` sleep ``seconds`` before anything else (0 clears).
+
+        ``name="*"`` sets the delay of every name that has none of its own.
+        """
         self._post(f"/slow/{name}", seconds=seconds)
 
 
