@@ -97,6 +97,15 @@ def _now() -> datetime:
     return seen + timedelta(seconds=time.monotonic() - at)
 
 
+def _on_host_clock(at: datetime | None) -> datetime | None:
+    """A database-clock time as this host's clock reads it.
+
+    For tools that compare it with their own clock (``wait``): a step's first start is
+    stored on the database clock.
+    """
+    return None if at is None or not _DB_CLOCK else at + (datetime.now(UTC) - _now())
+
+
 def _saw_db_clock(db_now: datetime | None) -> None:
     if db_now is not None:
         _DB_CLOCK[:] = [(db_now, time.monotonic())]
@@ -480,7 +489,7 @@ class RunDriver:
             idempotency_key=key,
             timeout_s=step.timeout_s or tool.spec.default_timeout_s,
             tenant=self.plan.tenant,
-            first_started_at=row.first_started_at,
+            first_started_at=_on_host_clock(row.first_started_at),
             traceparent=self.plan.traceparent,
             heartbeat_details=self._heartbeat_details.get(step_id),
         )

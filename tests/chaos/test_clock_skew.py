@@ -10,7 +10,8 @@ the skew. Leases, gate deadlines and ``wake_at`` are computed from Postgres ``no
 * a run leased by the "ahead" worker that is then SIGKILLed is reclaimed one TTL after its
   last heartbeat, not 5 minutes later;
 * approval gates opened by either skewed worker expire on time by the database clock (the
-  run is paused with ``wake_at`` at the deadline, released, and claimed again to expire it).
+  run is paused with ``wake_at`` at the deadline, released, and claimed again to expire it);
+* a ``wait`` step on either skewed worker lasts its length.
 
 Workers not under test in a phase are stopped (SIGSTOP), so that the worker under test leases
 the phase's run. Each run finishes once, with one effect per step at the sink.
@@ -41,6 +42,7 @@ from .conftest import WorkerProcess, create_runs, events_of, make_plan, statuses
 TTL_S = 2.0
 SLOW_S = 3.0
 GATE_S = 2.0
+WAIT_S = 1.5
 SKEW = {"ahead": "+5m", "behind": "-5m"}
 LIBFAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
 
@@ -107,6 +109,20 @@ def gated(tag: str) -> list[dict[str, Any]]:
             "approval_timeout_s": GATE_S,
         }
     ]
+
+
+def timer() -> list[dict[str, Any]]:
+    return [{"id": "pause", "tool": "wait", "args": {"seconds": WAIT_S}}]
+
+
+async def _waited_s(pool: asyncpg.Pool, run_id: uuid.UUID) -> float:
+    """What the ``wait`` step of a finished run reports it slept, in seconds."""
+    await until(functools.partial(_finished, pool, run_id), timeout_s=30)
+    output = await pool.fetchval(
+        "SELECT output FROM executor.steps WHERE run_id = $1 AND step_id = 'pause'", run_id
+    )
+    assert output is not None, "the wait step has no output"
+    return float(output["waited_s"])
 
 
 async def _leases(pool: asyncpg.Pool, run_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -187,16 +203,20 @@ async def test_skewed_workers_neither_steal_nor_strand_leases(
     # Gates opened by a skewed worker expire on the database clock.
     gate_runs: dict[str, uuid.UUID] = {}
     gate_delays: dict[str, float] = {}
+    wait_runs: dict[str, uuid.UUID] = {}
     for name in ("ahead", "behind"):
         _only(workers, name)
-        (gate_runs[name],) = await create_runs(pool, [make_plan(gated(f"gate-{name}"))])
+        (gate_runs[name], wait_runs[name]) = await create_runs(
+            pool, [make_plan(gated(f"gate-{name}")), make_plan(timer())]
+        )
         await until(functools.partial(_gate_open, pool, gate_runs[name]), timeout_s=20)
         _all(workers)
     for name, run_id in gate_runs.items():
         assert await until(functools.partial(_finished, pool, run_id), timeout_s=30) == "failed"
         gate_delays[name] = await _gate_delay_s(pool, run_id, ids[name])
+    waited = {name: await _waited_s(pool, run_id) for name, run_id in wait_runs.items()}
 
-    run_ids = [*kept, stranded, *gate_runs.values()]
+    run_ids = [*kept, stranded, *gate_runs.values(), *wait_runs.values()]
     events = await events_of(pool, run_ids)
     ends = Counter(e["run_id"] for e in events if e["type"] in ("run.succeeded", "run.failed"))
     log = await asyncio.to_thread(sink.log)
@@ -209,6 +229,7 @@ async def test_skewed_workers_neither_steal_nor_strand_leases(
         f" (killed {time.monotonic() - killed:.1f} s ago)"
         f" gate_timeout_s={GATE_S} gate_expired_after_s="
         f"{ {k: round(v, 2) for k, v in gate_delays.items()} }"
+        f" wait_{WAIT_S}s_waited_s={ {k: round(v, 2) for k, v in waited.items()} }"
         f" effects={dict(Counter(effects.values()))} run_ends={dict(Counter(ends.values()))}"
     )
 
@@ -217,6 +238,10 @@ async def test_skewed_workers_neither_steal_nor_strand_leases(
     assert reclaim_after_s < SLOW_S + TTL_S + 3, reclaim_after_s
     for delay in gate_delays.values():
         assert GATE_S - 0.05 <= delay < GATE_S + 3, gate_delays
+    # A wait lasts its length on a skewed worker too (the step's first start is stored on
+    # the database clock and handed to the tool on the host's).
+    for seconds in waited.values():
+        assert WAIT_S - 0.1 <= seconds <= WAIT_S + 0.5, waited
     assert set(ends.values()) == {1}, ends
     assert set(effects) == {"kept-normal.post", "kept-behind.post", "stranded.post"}
     assert set(effects.values()) == {1}, effects
