@@ -174,6 +174,7 @@ ERROR_TYPES: tuple[type[PlanexecError], ...] = (
     ConflictError,
     IdempotencyKeyReusedError,
     PlanRefusedError,
+    RateLimitedError,
     ServiceUnavailableError,
     PlanexecError,
 )

@@ -214,11 +214,16 @@ async def test_policy_denial_and_rejected_plan_are_counted(
 ) -> None:
     planner_app, planner = traced_planner
     before = await _scrape(planner_app)
-    # The approver role alone may not plan (defaults.cedar): every step is denied.
+    # http.request needs a scope the submitter's key lacks (defaults.cedar): the step is denied.
+    step = {
+        "id": "a",
+        "tool": "http.request",
+        "args": {"method": "GET", "url": "https://example.com/"},
+    }
     response = await planner.post(
         "/v1/plans",
-        json={"intent": "echo", "draft": {"steps": [{"id": "a", "tool": "noop"}]}},
-        headers={"X-API-Key": keys.acme_approver},
+        json={"intent": "fetch", "draft": {"steps": [step]}},
+        headers={"X-API-Key": keys.acme_submitter},
     )
     assert response.status_code == 201, response.text
     assert response.json()["status"] == "rejected"
@@ -227,9 +232,9 @@ async def test_policy_denial_and_rejected_plan_are_counted(
     assert _value(after, "planexec_plans_total", **rejected) == (
         _value(before, "planexec_plans_total", **rejected) + 1
     )
-    noop = {"gen_ai_tool_name": "noop"}
-    assert _value(after, "planexec_policy_denials_total", **noop) == (
-        _value(before, "planexec_policy_denials_total", **noop) + 1
+    http = {"gen_ai_tool_name": "http.request"}
+    assert _value(after, "planexec_policy_denials_total", **http) == (
+        _value(before, "planexec_policy_denials_total", **http) + 1
     )
 
 
