@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -433,6 +433,7 @@ class PlanService:
             ),
             principal,
             options,
+            prior_steps=await self._earlier_steps(principal.tenant, parent),
         )
         if request.failure_context is not None and outcome.draft is not None:
             tools = {t.name: t for t in catalog.tools}
@@ -459,6 +460,20 @@ class PlanService:
             raise ConflictError(f"plan {plan_id} was revised concurrently; retry")
         _count(stored)
         return stored
+
+    async def _earlier_steps(self, tenant: str, parent: Plan) -> list[Step]:
+        """Every step of the plan's runnable versions so far, the latest definition of each id.
+
+        A revision's metered running totals start from those it no longer has (they may have
+        run), so dropping paid steps from a revision cannot reset the total (S6). Rejected
+        versions never run and are left out.
+        """
+        latest: dict[str, Step] = {}
+        for version in range(1, parent.version + 1):
+            stored = await self._store.get_version(tenant, parent.plan_id, version)
+            if stored is not None and stored.status != "rejected":
+                latest.update((s.id, s) for s in stored.plan.steps)
+        return list(latest.values())
 
     async def _replay(self, tenant: str, key: str, request_hash: str) -> StoredVersion | None:
         found = await self._store.find_idempotent(tenant, key)
@@ -493,7 +508,12 @@ class PlanService:
         )
 
     def _check(
-        self, draft: PlanDraft, catalog: ToolCatalog, principal: Principal, options: PlanOptions
+        self,
+        draft: PlanDraft,
+        catalog: ToolCatalog,
+        principal: Principal,
+        options: PlanOptions,
+        prior_steps: Sequence[Step] = (),
     ) -> tuple[ValidationReport, list[PolicyDecision]]:
         tools = {t.name: t for t in catalog.tools}
         with TRACER.start_as_current_span("plan.validate"):
@@ -505,8 +525,13 @@ class PlanService:
                 budget_usd=options.budget_usd,
             )
         with TRACER.start_as_current_span("policy.evaluate"):
+            kept = {s.id for s in draft.steps}
             decisions = self._policy.evaluate(
-                draft.steps, tools, principal, safe_mode=options.safe_mode
+                draft.steps,
+                tools,
+                principal,
+                safe_mode=options.safe_mode,
+                prior_steps=[s for s in prior_steps if s.id not in kept],
             )
             undos = [
                 Step(id=s.id, tool=s.compensation.tool, args=s.compensation.args)
@@ -559,6 +584,7 @@ class PlanService:
         request: PlanRequest,
         principal: Principal,
         options: PlanOptions,
+        prior_steps: Sequence[Step] = (),
     ) -> _Outcome:
         repairs = self._max_repairs if options.max_repairs is None else options.max_repairs
         rounds = 1 + (repairs if backend.name in REPAIRABLE_BACKENDS else 0)
@@ -588,7 +614,7 @@ class PlanService:
                 decisions: list[PolicyDecision] = []
             else:
                 report, decisions = self._check(
-                    generation.draft, request.catalog, principal, options
+                    generation.draft, request.catalog, principal, options, prior_steps
                 )
                 issues = report.issues + policy_issues(decisions)
             attempts.append(self._attempt(generation.attempt, issues))

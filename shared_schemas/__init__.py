@@ -29,7 +29,7 @@ from .plan import (
 from .policy import Decision, PolicyDecision
 from .principal import Principal, Role
 from .problem import ProblemDetails
-from .tool import SideEffect, ToolCatalog, ToolSpec
+from .tool import SideEffect, ToolCatalog, ToolMeter, ToolSpec
 from .validation import IssueCode, ValidationIssue, ValidationReport
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "Step",
     "SuccessCriteria",
     "ToolCatalog",
+    "ToolMeter",
     "ToolSpec",
     "ValidationIssue",
     "ValidationReport",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +23,40 @@ class SideEffect(StrEnum):
     """Creates or changes something; needs the tool's required scopes."""
     DESTRUCTIVE = "destructive"
     """Deletes or overwrites something that cannot be restored; always needs an approval."""
+
+
+class ToolMeter(ContractModel):
+    """A numeric argument of a side-effecting tool whose running total is capped (RELIABILITY S6).
+
+    A payment split into many small steps (AgentDojo banking: "in small increments of no more
+    than $10,000") passes any per-step rule; what is limited here is the sum. The planner puts
+    the plan's running total of ``arg`` into each step's Cedar context (``cumulative_amount``,
+    ``amount_known``) and exposes these limits on the tool entity; the executor adds up the
+    resolved values of the calls it starts (per run, and per tenant per UTC day across runs)
+    and refuses the call that would go over a limit (``executor_service.domain.metering``).
+    """
+
+    arg: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+    """Name of the top-level argument metered, e.g. ``amount``; its value must be a number."""
+    unit: str = Field(default="", max_length=16)
+    """Unit of the argument's values, e.g. ``USD``; for reports and events only."""
+    run_limit: float | None = Field(default=None, ge=0, le=1e15)
+    """Most one run may add up over its calls of this tool, in ``unit``; None: no cap."""
+    tenant_daily_limit: float | None = Field(default=None, ge=0, le=1e15)
+    """Most one tenant may add up per UTC day over all its runs, in ``unit``; None: no cap."""
+
+    def amount(self, args: Mapping[str, Any]) -> Decimal | None:
+        """What a call with ``args`` adds to the totals: ``|args[arg]|`` exactly, as a Decimal.
+
+        None when the value is missing or not a number (a ``$ref`` object, a string, a
+        boolean, NaN or an infinity): planners treat the total as unknown from there on, the
+        executor refuses the call. Absolute values, so a negative amount offsets nothing.
+        """
+        value = args.get(self.arg)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        amount = abs(Decimal(str(value)))
+        return amount if amount.is_finite() else None
 
 
 class ToolSpec(ContractModel):
@@ -48,6 +84,9 @@ class ToolSpec(ContractModel):
     """Estimated cost of one call, in USD; summed against a plan's budget."""
     compensation: str | None = Field(default=None, pattern=TOOL_NAME_PATTERN)
     """Name of the tool that undoes this one, when there is one."""
+    meter: ToolMeter | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Cumulative limits on a numeric argument (S6); left out of the catalog when None, so a
+    tool without one keeps its catalog hash."""
 
 
 class ToolCatalog(ContractModel):

@@ -24,6 +24,7 @@ from shared_schemas.canonical import sha256_digest
 
 from ..domain.arguments import RefResolutionError, idempotency_key, resolve_args
 from ..domain.budget import Spend, over_budget
+from ..domain.metering import MeterLock, check_call
 from ..domain.states import LEGAL_STEP_TRANSITIONS, TERMINAL_STEP, RunStatus, StepStatus
 from ..domain.transitions import (
     ApprovalDecided,
@@ -172,6 +173,10 @@ class RunDriver:
         self._slot_held: dict[str, Slot] = {}
         """Slots granted to steps not started yet."""
         self._stop_reason: dict[str, Any] | None = None
+        self._metered: dict[str, dict[str, Any]] = {}
+        """Metered calls checked and about to start: their ``step.started`` ``metered``."""
+        self._meter_lock: MeterLock | None = None
+        """Held from a metered call's check until its start is committed (``flush``)."""
         self.suspect = claimed.recovery_attempts - int(claimed.recovered) >= 2
         """Claimed as a suspect (recovered twice before without progress): leased alone."""
         self._lost = False
@@ -361,9 +366,14 @@ class RunDriver:
         batch, self.batch = self.batch, Batch()
         if self._trace_id is not None:
             batch.events = [replace(e, trace_id=e.trace_id or self._trace_id) for e in batch.events]
-        result = await self.store.commit(
-            self.run_id, self.claimed.lease_token, self.config.worker_id, batch
-        )
+        try:
+            result = await self.store.commit(
+                self.run_id, self.claimed.lease_token, self.config.worker_id, batch
+            )
+        finally:
+            lock, self._meter_lock = self._meter_lock, None
+            if lock is not None:
+                await lock.release()
         if not result.fenced:
             raise LeaseLostError(f"run {self.run_id}: lease lost")
         if batch.progress and not self.progressed:
@@ -443,6 +453,36 @@ class RunDriver:
         )
         return True
 
+    async def _over_meter(self, step_id: str, tool: ToolAdapter, args: dict[str, Any]) -> bool:
+        """Stop the run like a budget stop if the call would exceed a cumulative cap (S6).
+
+        A call that fits is remembered in ``_metered`` and its start is committed before it
+        is made; see ``domain.metering`` for the ledger and the lock.
+        """
+        meter = tool.spec.meter
+        if meter is None or self.mode != "normal":
+            return False
+        step = self.steps[step_id]
+        verdict = await check_call(
+            self.store._pool,  # the run store's pool: a read, and the advisory lock
+            tenant=self.plan.tenant,
+            run_id=self.run_id,
+            tool=tool.spec.name,
+            meter=meter,
+            step_id=step_id,
+            idempotency_key=self.key(step_id, args, step.idempotency_key),
+            args=args,
+        )
+        if verdict.stop is None:
+            assert verdict.event is not None
+            self._metered[step_id] = verdict.event
+            self._meter_lock = verdict.lock
+            return False
+        self._stop_reason = {"code": "meter_exceeded", "step_id": step_id, **verdict.stop}
+        self.failed_run = True
+        self.batch.events.append(EventWrite("run.meter_exceeded", step_id, None, self._stop_reason))
+        return True
+
     async def _start(self, step_id: str) -> None:
         step = self.steps[step_id]
         row = self.rows[step_id]
@@ -452,6 +492,9 @@ class RunDriver:
         attempt = row.attempts + 1
         failure, args = self._refusal(step_id, self.real_tool(step.tool), tool)
         if failure is None and tool is not None and self._over_budget(step_id, tool):
+            self._give_back(slot)
+            return
+        if failure is None and tool is not None and await self._over_meter(step_id, tool, args):
             self._give_back(slot)
             return
         if failure is not None or tool is None:
@@ -470,7 +513,8 @@ class RunDriver:
             METRICS.time_to_first_execution.record(max(0.0, waited))
             self._unstarted_since = None
         row.next_attempt_at = None
-        durable = not tool.spec.idempotent
+        metered = self._metered.pop(step_id, None)
+        durable = not tool.spec.idempotent or metered is not None  # metered: the ledger
         self.started[step_id] = _Started(attempt, key, now, durable)
         if durable:
             # A non-idempotent call is recorded before it is made: after a crash its outcome
@@ -478,9 +522,8 @@ class RunDriver:
             row.status = StepStatus.RUNNING.value
             self.batch.steps[step_id] = row
             self.batch.attempts.append(AttemptWrite(step_id, attempt, key, "started", now))
-            self.batch.events.append(
-                EventWrite("step.started", step_id, attempt, {"idempotency_key": key})
-            )
+            started = {"idempotency_key": key} | ({"metered": metered} if metered else {})
+            self.batch.events.append(EventWrite("step.started", step_id, attempt, started))
             await self.flush()
         ctx = InvocationContext(
             run_id=self.run_id,

@@ -154,7 +154,8 @@ def import_openapi(
     read for GET/HEAD/OPTIONS, write for POST/PUT/PATCH, destructive for DELETE; ``idempotent``
     follows RFC 9110 §9.2.2. Operation extensions override these: ``x-planexec-side-effect``,
     ``x-planexec-idempotent``, ``x-planexec-required-scopes``, ``x-planexec-cost-usd`` and
-    ``x-planexec-timeout-s``; an invalid extension value skips the operation.
+    ``x-planexec-timeout-s`` and ``x-planexec-meter`` (a ``ToolMeter``: cumulative caps on a
+    numeric argument, RELIABILITY S6); an invalid extension value skips the operation.
 
     Args:
         document: The parsed document (see ``load_openapi_file``).
@@ -348,6 +349,8 @@ class _Importer:
         }
         if "x-planexec-timeout-s" in op:
             values["default_timeout_s"] = op["x-planexec-timeout-s"]
+        if "x-planexec-meter" in op:  # a ToolMeter: {arg, unit, run_limit, tenant_daily_limit}
+            values["meter"] = op["x-planexec-meter"]
         if values["side_effect"] not in {e.value for e in SideEffect}:
             raise _Skip(f"x-planexec-side-effect {values['side_effect']!r} is not a side effect")
         if not isinstance(values["idempotent"], bool):

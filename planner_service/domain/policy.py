@@ -10,7 +10,29 @@ Entities (shapes in ``policies/planexec.cedarschema``): one ``Planexec::Principa
 ``"<tenant>/<subject>"``; ``tenant``, ``subject``, ``roles`` and ``scopes``), one
 ``Planexec::Tool`` per tool the steps use (id = catalog name; ``name``, ``version``,
 ``side_effect``, ``idempotent``, ``required_scopes``, ``cost_micro_usd`` as a Long since Cedar
-has no floats). The context of a step is ``{safe_mode, step_id, arg_keys}``.
+has no floats; ``metered``, and the optional ``meter_run_limit`` / ``meter_tenant_daily_limit``
+of a tool with a ``ToolSpec.meter``, rounded down to whole units). The context of a step is
+``{safe_mode, step_id, arg_keys, cumulative_amount, amount_known}``.
+
+Cumulative amounts (RELIABILITY S6, OWASP API6): a payment split into many small steps passes
+any per-step rule, so for a tool with a ``meter`` the context carries the running total of its
+metered argument over the plan's steps of that tool, in step order, up to and including the
+step judged (``cumulative_amount``: a Long in the meter's unit, rounded up; absolute values are
+added, so a negative amount cannot offset a positive one). Steps of earlier versions of the plan
+that a revision no longer has (``prior_steps``: they may have run) count first, so a revision
+cannot start the total again. When a metered value is not a literal number (a ``$ref``
+resolved only at run time, a string, a missing argument), the total from that step on is
+unknown: ``amount_known`` is false and ``cumulative_amount`` counts the known values only. The
+shipped defaults then require approval (``planexec.metered-unknown-amount-needs-approval``) and
+deny a step whose known total already exceeds a limit the tool declares
+(``planexec.metered-over-run-limit``, ``planexec.metered-over-tenant-daily-limit``); the
+executor enforces the same limits on resolved values before each call
+(``executor_service.domain.metering``). A deployment adds its own thresholds, e.g.::
+
+    @id("tenant.acme.transfers-over-10000-need-approval")
+    forbid (principal, action == Planexec::Action::"invoke_unattended",
+            resource == Planexec::Tool::"bank.transfer")
+    when { context.cumulative_amount > 10000 };
 
 Rule ids: every policy must carry an ``@id("...")`` annotation, unique across the loaded set.
 The engine loads the policies under their ``@id`` as Cedar policy id, so Cedar's diagnostics
@@ -39,7 +61,9 @@ defaults allow, and only for principals of that tenant.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -68,7 +92,10 @@ INVOKE_UNATTENDED = "invoke_unattended"
 
 _MICRO = 1_000_000
 _MAX_ERROR_CHARS = 1000  # an entity error quotes the whole entity document; keep reports small
-_ENGINE_CONTEXT_KEYS = frozenset({"safe_mode", "step_id", "arg_keys"})
+_ENGINE_CONTEXT_KEYS = frozenset(
+    {"safe_mode", "step_id", "arg_keys", "cumulative_amount", "amount_known"}
+)
+_MAX_LONG = 2**63 - 1
 
 
 class PolicyLoadError(PlanexecError):
@@ -145,6 +172,7 @@ class PolicyEngine:
         read = _context_keys_read(policies.values())
         self._reads_step_id = read is None or "step_id" in read
         self._reads_arg_keys = read is None or "arg_keys" in read
+        self._reads_amount = read is None or bool({"cumulative_amount", "amount_known"} & read)
         document = {"staticPolicies": policies, "templates": {}, "templateLinks": []}
         try:
             self._policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
@@ -181,6 +209,7 @@ class PolicyEngine:
         *,
         safe_mode: bool,
         context: Mapping[str, object] | None = None,
+        prior_steps: Sequence[Step] = (),
     ) -> list[PolicyDecision]:
         """Decide every step for ``principal`` in one Cedar batch of ``2 * len(steps)`` requests.
 
@@ -191,8 +220,11 @@ class PolicyEngine:
             safe_mode: True when the caller asked for a read-only plan.
             context: Extra Cedar context entries for every step; each key must be declared
                 in the schema's ``StepContext`` (an undeclared key is a request error and
-                fails closed). ``safe_mode``, ``step_id`` and ``arg_keys`` are set by the
-                engine and win over entries of the same name.
+                fails closed). ``safe_mode``, ``step_id``, ``arg_keys``,
+                ``cumulative_amount`` and ``amount_known`` are set by the engine and win over
+                entries of the same name.
+            prior_steps: Steps of earlier versions of the plan that ``steps`` no longer hold
+                (a revision); their metered amounts start the running totals. Not decided.
 
         Returns:
             One decision per step, in step order. ``rule_ids`` are the ``@id`` of the
@@ -215,16 +247,21 @@ class PolicyEngine:
         pair_of_key: dict[tuple[Any, ...], int] = {}
         slots: list[int | str | _Outcome] = []  # per step: request pair, error, or answer
         pending: dict[int, tuple[Any, ...]] = {}
+        totals = RunningTotals(tools)
+        for prior in prior_steps:
+            totals.add(prior)
         for step in steps:
             tool = tools.get(step.tool)
             if tool is None:
                 slots.append(f"tool {step.tool!r} is not in the catalog")
                 continue
+            cumulative, known = totals.add(step)
             arg_keys = tuple(sorted(step.args))
             key = (
                 step.tool,
                 step.id if self._reads_step_id else None,
                 arg_keys if self._reads_arg_keys else None,
+                (cumulative, known) if self._reads_amount else None,
             )
             memo_key = (principal, _tool_identity(tool), safe_mode, key)
             if memo is not None and memo_key in memo:
@@ -242,6 +279,8 @@ class PolicyEngine:
                     "safe_mode": safe_mode,
                     "step_id": step.id,
                     "arg_keys": list(arg_keys),
+                    "cumulative_amount": cumulative,
+                    "amount_known": known,
                 }
                 resource = {"type": TOOL_TYPE, "id": step.tool}
                 requests.extend(
@@ -318,6 +357,7 @@ def _tool_identity(tool: ToolSpec) -> tuple[Any, ...]:
         tool.idempotent,
         tuple(tool.required_scopes),
         tool.cost_usd,
+        tool.meter,
     )
 
 
@@ -390,18 +430,48 @@ def _principal_entity(principal: Principal, uid: dict[str, str]) -> dict[str, An
 
 
 def _tool_entity(name: str, tool: ToolSpec) -> dict[str, Any]:
-    return {
-        "uid": {"type": TOOL_TYPE, "id": name},
-        "attrs": {
-            "name": tool.name,
-            "version": tool.version,
-            "side_effect": str(tool.side_effect),
-            "idempotent": tool.idempotent,
-            "required_scopes": sorted(set(tool.required_scopes)),
-            "cost_micro_usd": round(tool.cost_usd * _MICRO),
-        },
-        "parents": [],
+    attrs: dict[str, Any] = {
+        "name": tool.name,
+        "version": tool.version,
+        "side_effect": str(tool.side_effect),
+        "idempotent": tool.idempotent,
+        "required_scopes": sorted(set(tool.required_scopes)),
+        "cost_micro_usd": round(tool.cost_usd * _MICRO),
+        "metered": tool.meter is not None,
     }
+    if tool.meter is not None:
+        if tool.meter.run_limit is not None:
+            attrs["meter_run_limit"] = math.floor(tool.meter.run_limit)
+        if tool.meter.tenant_daily_limit is not None:
+            attrs["meter_tenant_daily_limit"] = math.floor(tool.meter.tenant_daily_limit)
+    return {"uid": {"type": TOOL_TYPE, "id": name}, "attrs": attrs, "parents": []}
+
+
+class RunningTotals:
+    """Running totals of metered arguments over a plan's steps, per tool (S6).
+
+    ``add(step)`` returns what the step's Cedar context carries: the total so far including
+    the step, rounded up to a whole unit (capped at Cedar's largest Long), and whether every
+    value so far was a literal number. A step whose tool has no meter gets ``(0, True)``.
+    """
+
+    def __init__(self, tools: Mapping[str, ToolSpec]) -> None:
+        self._tools = tools
+        self._sums: dict[str, Decimal] = {}
+        self._unknown: set[str] = set()
+
+    def add(self, step: Step) -> tuple[int, bool]:
+        """Count ``step``'s metered amount; return ``(cumulative_amount, amount_known)``."""
+        tool = self._tools.get(step.tool)
+        if tool is None or tool.meter is None:
+            return 0, True
+        amount = tool.meter.amount(step.args)
+        if amount is None:
+            self._unknown.add(step.tool)
+        else:
+            self._sums[step.tool] = self._sums.get(step.tool, Decimal(0)) + amount
+        total = self._sums.get(step.tool, Decimal(0))
+        return min(math.ceil(total), _MAX_LONG), step.tool not in self._unknown
 
 
 class _Outcome(NamedTuple):

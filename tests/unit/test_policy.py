@@ -37,6 +37,9 @@ SHIPPED_RULES = {
     "planexec.scoped-destructive-tools",
     "planexec.destructive-tools-need-approval",
     "planexec.safe-mode-read-only",
+    "planexec.metered-unknown-amount-needs-approval",
+    "planexec.metered-over-run-limit",
+    "planexec.metered-over-tenant-daily-limit",
 }
 
 
