@@ -9,6 +9,16 @@ The document is untrusted input (RELIABILITY S10, P4):
   deeper than ``max_ref_depth`` likewise, and a schema that inlines to more than
   ``MAX_SCHEMA_NODES`` nodes skips its operation; each with a warning.
 * YAML anchors and aliases are refused when loading, so a document cannot expand exponentially.
+* Size is bounded by named limits, each refused with a ``DocumentLimitError`` that names it: a
+  file over ``MAX_DOCUMENT_BYTES``, a document nested deeper than ``MAX_DOCUMENT_DEPTH`` or
+  holding more than ``MAX_DOCUMENT_NODES`` values; and while inlining, a schema nested deeper
+  than ``MAX_SCHEMA_DEPTH`` (its operation is skipped), and more than ``MAX_IMPORT_NODES``
+  inlined nodes over the whole document (the remaining operations are skipped): a ``$ref``
+  fan-out ("billion laughs") costs bounded time and memory, and nothing recurses without bound.
+* ``servers`` URLs (document, path item and operation level) must be relative or http(s), and
+  carry no credentials; ``base_url`` likewise (and is absolute). Calls go to ``base_url`` only.
+* A non-string ``operationId`` or parameter ``name`` skips its operation; a non-string
+  ``description`` in a schema is dropped (a warning).
 * Descriptions are data, never instructions: they are kept and quoted by the planner, but one that
   matches ``INJECTION_PATTERNS`` is flagged (a warning) and cut to ``FLAGGED_DESCRIPTION_CHARS``
   (``descriptions.screen_description``).
@@ -52,7 +62,13 @@ __all__ = [
     "FLAGGED_DESCRIPTION_CHARS",
     "INJECTION_PATTERNS",
     "MAX_DESCRIPTION_CHARS",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_DOCUMENT_DEPTH",
+    "MAX_DOCUMENT_NODES",
+    "MAX_IMPORT_NODES",
+    "MAX_SCHEMA_DEPTH",
     "MAX_SCHEMA_NODES",
+    "DocumentLimitError",
     "ImportResult",
     "OpenApiTool",
     "Parameter",
@@ -63,6 +79,25 @@ __all__ = [
 
 MAX_SCHEMA_NODES = 10_000
 """Most schema nodes an operation may inline; bounds exponential ``$ref`` fan-out."""
+MAX_IMPORT_NODES = 200_000
+"""Most schema nodes one document may inline over all its operations."""
+MAX_SCHEMA_DEPTH = 128
+"""Deepest nesting of one inlined schema (through ``$ref``s too)."""
+MAX_DOCUMENT_BYTES = 10_485_760
+"""Largest document file read, in bytes (``load_openapi_file``'s default)."""
+MAX_DOCUMENT_DEPTH = 64
+"""Deepest nesting of objects and arrays in a document."""
+MAX_DOCUMENT_NODES = 2_000_000
+"""Most values (objects, arrays, scalars) in a document."""
+
+
+class DocumentLimitError(ValueError):
+    """A document exceeds a named size limit (``limit`` is the constant's name)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(f"{message} ({limit})")
+        self.limit = limit
+
 
 _SIDE_EFFECTS = {
     "get": SideEffect.READ,
@@ -112,7 +147,7 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def load_openapi_file(path: str | Path, *, max_bytes: int = 10_485_760) -> dict[str, Any]:
+def load_openapi_file(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> dict[str, Any]:
     """Read an OpenAPI 3.x document from a local YAML or JSON file (JSON is YAML).
 
     Args:
@@ -120,19 +155,102 @@ def load_openapi_file(path: str | Path, *, max_bytes: int = 10_485_760) -> dict[
         max_bytes: Largest file accepted, in bytes.
 
     Raises:
-        ValueError: The file is too large, not YAML/JSON, uses YAML aliases, or is not an
-            OpenAPI 3.x document.
+        DocumentLimitError: The file is larger than ``max_bytes`` (``MAX_DOCUMENT_BYTES``), or
+            nested deeper than ``MAX_DOCUMENT_DEPTH``, or holds over ``MAX_DOCUMENT_NODES``.
+        ValueError: The file is not YAML/JSON, uses YAML aliases, or is not an OpenAPI 3.x
+            document.
     """
-    data = Path(path).read_bytes()
+    with Path(path).open("rb") as handle:
+        data = handle.read(max_bytes + 1)  # never more than the limit, whatever the file
     if len(data) > max_bytes:
-        raise ValueError(f"{path}: larger than {max_bytes} bytes")
+        raise DocumentLimitError("MAX_DOCUMENT_BYTES", f"{path}: larger than {max_bytes} bytes")
     try:
         document = yaml.load(data, Loader=_NoAliasLoader)  # a SafeLoader subclass
+    except RecursionError as exc:  # the composer recurses per nesting level
+        raise DocumentLimitError(
+            "MAX_DOCUMENT_DEPTH", f"{path}: nested deeper than {MAX_DOCUMENT_DEPTH}"
+        ) from exc
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not a YAML or JSON document: {exc}") from exc
     if not isinstance(document, dict) or not str(document.get("openapi", "")).startswith("3."):
         raise ValueError(f"{path}: not an OpenAPI 3.x document (no 'openapi: 3.x' field)")
+    check_document(document)
     return document
+
+
+def check_document(document: Any) -> None:
+    """Check a parsed document against ``MAX_DOCUMENT_DEPTH`` and ``MAX_DOCUMENT_NODES``.
+
+    Iterative, so a document too deep for recursion is measured too.
+
+    Raises:
+        DocumentLimitError: naming the limit exceeded.
+    """
+    nodes = 0
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    while pending:
+        node, depth = pending.pop()
+        nodes += 1
+        if nodes > MAX_DOCUMENT_NODES:
+            raise DocumentLimitError(
+                "MAX_DOCUMENT_NODES", f"the document holds more than {MAX_DOCUMENT_NODES} values"
+            )
+        if isinstance(node, dict | list):
+            if depth > MAX_DOCUMENT_DEPTH:
+                raise DocumentLimitError(
+                    "MAX_DOCUMENT_DEPTH", f"the document is nested deeper than {MAX_DOCUMENT_DEPTH}"
+                )
+            children = node.values() if isinstance(node, dict) else node
+            pending.extend((child, depth + 1) for child in children)
+
+
+def check_server_url(url: str, *, where: str, relative_ok: bool = True) -> None:
+    """Refuse a server URL that is not http(s) (or relative) or that carries credentials.
+
+    Raises:
+        ValueError: naming ``where`` (the URL itself is not quoted: it may hold a secret).
+    """
+    parts = urlsplit(url)
+    if parts.scheme and parts.scheme.lower() not in {"http", "https"}:
+        raise ValueError(f"{where}: scheme {parts.scheme!r} is not http or https")
+    if not parts.scheme and (not relative_ok or url.startswith("//")):
+        raise ValueError(f"{where}: not an absolute http(s) URL")
+    if "@" in parts.netloc:
+        raise ValueError(f"{where}: credentials (user:password@) are not accepted in a URL")
+    if parts.scheme and not parts.hostname:
+        raise ValueError(f"{where}: no host")
+
+
+def _check_servers(document: dict[str, Any]) -> None:
+    """Check every ``servers`` list: document, path item and operation level."""
+    lists: list[tuple[str, Any]] = [("servers", document.get("servers"))]
+    paths = document.get("paths")
+    for path, item in paths.items() if isinstance(paths, dict) else []:
+        if isinstance(item, dict):
+            lists.append((f"paths[{path!r}].servers", item.get("servers")))
+            lists.extend(
+                (f"paths[{path!r}].{method}.servers", op.get("servers"))
+                for method, op in item.items()
+                if isinstance(op, dict)
+            )
+    for where, servers in lists:
+        if servers is None:
+            continue
+        if not isinstance(servers, list):
+            raise ValueError(f"{where}: not a list")
+        for i, server in enumerate(servers):
+            url = server.get("url") if isinstance(server, dict) else None
+            if not isinstance(url, str):
+                raise ValueError(f"{where}[{i}]: 'url' is not a string")
+            variables = server.get("variables") or {}
+            if not isinstance(variables, dict):
+                raise ValueError(f"{where}[{i}]: 'variables' is not an object")
+            for name, variable in variables.items():
+                default = variable.get("default") if isinstance(variable, dict) else None
+                if not isinstance(default, str):
+                    raise ValueError(f"{where}[{i}]: variable {name!r} has no string default")
+                url = url.replace("{" + str(name) + "}", default)
+            check_server_url(url, where=f"{where}[{i}].url")
 
 
 def import_openapi(
@@ -170,15 +288,23 @@ def import_openapi(
         The tools and the import warnings.
 
     Raises:
+        DocumentLimitError: the document exceeds ``MAX_DOCUMENT_DEPTH`` or
+            ``MAX_DOCUMENT_NODES``.
         ValueError: ``document`` is not OpenAPI 3.0/3.1, ``base_url`` is not an http(s) URL
-            without query or fragment, or an override does not make a valid ``ToolSpec``.
+            without credentials, query or fragment, a ``servers`` URL is not relative or
+            http(s) or carries credentials, or an override does not make a valid ``ToolSpec``.
     """
+    if not isinstance(document, dict):
+        raise ValueError("an OpenAPI document is a JSON object")
+    check_document(document)
     version = str(document.get("openapi", ""))
     if not re.match(r"^3\.[01]\.", version):
         raise ValueError(f"unsupported OpenAPI version {version!r}; 3.0.x and 3.1.x are")
+    check_server_url(base_url, where="base_url", relative_ok=False)
     parts = urlsplit(base_url)
-    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError(f"base_url must be an http(s) URL without query or fragment: {base_url}")
+    if parts.query or parts.fragment:
+        raise ValueError("base_url must be an http(s) URL without query or fragment")
+    _check_servers(document)
     importer = _Importer(document, v31=version.startswith("3.1."), max_ref_depth=max_ref_depth)
     overrides = dict(overrides or {})
     tools: list[ToolAdapter] = []
@@ -226,6 +352,8 @@ class _Importer:
         self.warnings: list[str] = []
         self._where = ""
         self._budget = MAX_SCHEMA_NODES
+        self._total = MAX_IMPORT_NODES
+        self._depth = 0
 
     def operations(self) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
         found: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
@@ -250,7 +378,10 @@ class _Importer:
         self, prefix: str, path: str, method: str, item: dict[str, Any], op: dict[str, Any]
     ) -> tuple[ToolSpec, list[Parameter], bool]:
         slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")
-        local = str(op.get("operationId") or f"{method}_{slug}".rstrip("_"))
+        operation_id = op.get("operationId")
+        if operation_id is not None and not isinstance(operation_id, str):
+            raise _Skip("operationId is not a string")
+        local = operation_id or f"{method}_{slug}".rstrip("_")
         name = f"{prefix}.{re.sub(r'[^A-Za-z0-9_.-]+', '_', local).strip('_.-')}"
         if not re.fullmatch(TOOL_NAME_PATTERN, name):
             raise _Skip(f"cannot make a tool name from {local!r}")
@@ -288,9 +419,11 @@ class _Importer:
         required: list[str],
     ) -> list[Parameter]:
         merged: dict[tuple[str, str], dict[str, Any]] = {}
-        for raw in [*(item.get("parameters") or []), *(op.get("parameters") or [])]:
+        for raw in [*_list(item.get("parameters")), *_list(op.get("parameters"))]:
             param = self.deref(raw)  # operation-level ones override path-item ones (OpenAPI)
-            merged[(str(param.get("name")), str(param.get("in")))] = param
+            if not isinstance(param.get("name"), str) or not isinstance(param.get("in"), str):
+                raise _Skip("a parameter's 'name' or 'in' is not a string")
+            merged[(param["name"], param["in"])] = param
         params: list[Parameter] = []
         for (name, location), param in merged.items():
             if location == "header" and name.lower() in _IGNORED_HEADERS:
@@ -398,21 +531,33 @@ class _Importer:
     def schema(self, node: Any, stack: tuple[str, ...] = ()) -> Any:
         """Inline and convert a Schema Object into JSON Schema 2020-12."""
         self._budget -= 1
+        self._total -= 1
+        if self._total < 0:
+            raise _Skip(
+                f"the document's schemas inline to more than {MAX_IMPORT_NODES} nodes"
+                " (MAX_IMPORT_NODES)"
+            )
         if self._budget < 0:
-            raise _Skip(f"schemas inline to more than {MAX_SCHEMA_NODES} nodes")
+            raise _Skip(f"schemas inline to more than {MAX_SCHEMA_NODES} nodes (MAX_SCHEMA_NODES)")
         if isinstance(node, bool):
             return node
         if not isinstance(node, dict):
             raise _Skip("a schema is not a JSON object")
-        if "$ref" in node:
-            return self._ref_schema(node, stack)
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if not key.startswith("x-") and key not in _OPENAPI_ONLY:
-                self._keyword(out, key, value, stack)
-        if "example" in node and "examples" not in out:
-            out["examples"] = [node["example"]]
-        return out if self.v31 else _from_openapi30(node, out)
+        if self._depth >= MAX_SCHEMA_DEPTH:
+            raise _Skip(f"a schema nests deeper than {MAX_SCHEMA_DEPTH} (MAX_SCHEMA_DEPTH)")
+        self._depth += 1
+        try:
+            if "$ref" in node:
+                return self._ref_schema(node, stack)
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                if not key.startswith("x-") and key not in _OPENAPI_ONLY:
+                    self._keyword(out, key, value, stack)
+            if "example" in node and "examples" not in out:
+                out["examples"] = [node["example"]]
+            return out if self.v31 else _from_openapi30(node, out)
+        finally:
+            self._depth -= 1
 
     def _keyword(self, out: dict[str, Any], key: str, value: Any, stack: tuple[str, ...]) -> None:
         if key == "items" and isinstance(value, list):  # draft-4 tuple form
@@ -423,8 +568,11 @@ class _Importer:
             out[key] = {k: self.schema(v, stack) for k, v in value.items()}
         elif key in _SCHEMA_LISTS and isinstance(value, list):
             out[key] = [self.schema(v, stack) for v in value]
-        elif key == "description" and isinstance(value, str):
-            out[key] = self._text(value)
+        elif key == "description":
+            if isinstance(value, str):
+                out[key] = self._text(value)
+            else:
+                self.warnings.append(f"{self._where}: a non-string description dropped")
         else:
             out[key] = value  # data (enum, default, const...), never walked for $refs
 
@@ -463,6 +611,15 @@ def _from_openapi30(node: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]
         elif kind is None and out:  # e.g. a nullable allOf/$ref; a bare {} already allows null
             return {"anyOf": [out, {"type": "null"}]}
     return out
+
+
+def _list(value: Any) -> list[Any]:
+    """A ``parameters`` value as a list; anything else is refused."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Skip("'parameters' is not a list")
+    return value
 
 
 def _json_media(content: dict[str, Any]) -> dict[str, Any] | None:

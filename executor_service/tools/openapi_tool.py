@@ -142,7 +142,7 @@ class OpenApiTool:
         if (content_type == "application/json" or content_type.endswith("+json")) and body:
             try:
                 return ToolResult(output=json.loads(body), usage=usage)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # nesting too deep for the parser too
                 message = f"{content_type} response is not JSON"
                 raise ToolError(message, retryable=False, code="invalid_response") from exc
         return ToolResult(output={"text": text}, usage=usage)
