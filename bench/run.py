@@ -1,6 +1,9 @@
 """``make bench``: run every benchmark, write ``bench/results.json`` and print a table.
 
 Figures are medians over repeated runs on this machine; they are measurements, not tests.
+``python -m bench.run --only load`` runs the load tests L1 and L2 alone (bench/executor_load.py)
+and merges their figures into an existing ``results.json``.
+
 The executor figures run planexec and its peers (DBOS Transact, LangGraph with its Postgres
 checkpointer, and the floor: one ``INSERT ... COMMIT`` per step) in the same run, on the same
 Postgres, against the same loopback tool server, and report ratios.
@@ -16,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import executor_bench, planner_checks, planner_load
+from . import executor_bench, executor_load, planner_checks, planner_load
 from .peers import run_peers
 from .peers.common import serve_loopback
 
@@ -127,11 +130,66 @@ def table(results: dict[str, Any]) -> str:
     for kind, ratios in executor["ratios"].items():
         text = ", ".join(f"{k} {v}" for k, v in ratios.items())
         lines.append(_row(f"ratios, {kind} step", text, "vs dbos <= 0.5, vs langgraph < 1"))
+    if "load" in results:
+        lines += load_table(results["load"])
     return "\n".join(lines)
 
 
+def load_table(load: dict[str, Any]) -> list[str]:
+    """Rows of the load tests L1 and L2 (RELIABILITY §2)."""
+    lines: list[str] = []
+    l1 = load["l1"]
+    for phase in l1["phases"] + l1["ladder"]:
+        conns = phase["connections"]
+        lines.append(
+            _row(
+                f"L1 {phase['offered_runs_per_s']:g} runs/s x {phase['duration_s']:g} s,"
+                f" {phase['workers']} worker(s)",
+                f"{phase['steps_per_s']} steps/s, claim-to-start p50"
+                f" {phase['claim_to_start_ms']['p50']} / p99 {phase['claim_to_start_ms']['p99']}"
+                f" ms, lost {phase['lost']}, conns/worker max {conns['max_per_worker_process']}"
+                f" (bound {conns['bound_per_worker_process']}), held {phase['held']}",
+                "0 lost, p99 < 250 ms",
+            )
+        )
+    capacity = ", ".join(f"{w} -> {v}" for w, v in l1["capacity_steps_per_s"].items())
+    lines.append(_row("L1 capacity, steps/s by workers (50 ms tools)", capacity, "-"))
+    lines.append(
+        _row(
+            "L1 highest rate held / first not held",
+            f"{l1['highest_rate_held_runs_per_s']} / {l1['first_rate_not_held_runs_per_s']} runs/s",
+            "200 runs/s (nightly)",
+        )
+    )
+    l2 = load["l2"]
+    for drain in l2["drains"]:
+        runs = drain["tables"]
+        lines.append(
+            _row(
+                f"L2 drain {drain['steps']} steps, {drain['workers']} worker(s)",
+                f"{drain['drain_s']} s ({drain['steps_per_s']} steps/s), speed-up"
+                f" {l2['speedup'][str(drain['workers'])]}, lost {drain['lost']}, longest lock"
+                f" wait {drain['longest_lock_wait_s']} s, runs table"
+                f" {runs['backlog']['runs']['bytes'] // 1024} -> "
+                f"{runs['after_vacuum']['runs']['bytes'] // 1024} KiB after VACUUM",
+                ">= 6x at 8; no lock wait > 1 s",
+            )
+        )
+    return lines
+
+
 def main() -> int:
-    """Run the benchmarks and report."""
+    """Run the benchmarks and report (``--only load``: the load tests, merged in)."""
+    if sys.argv[1:] == ["--only", "load"]:
+        results = json.loads(RESULTS.read_text(encoding="utf-8"))
+        started = time.monotonic()
+        results["load"] = executor_load.measure(ADMIN_DSN)
+        results["load"]["seconds"] = round(time.monotonic() - started, 1)
+        results["load"]["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+        print("\n".join(load_table(results["load"])))
+        print(f"\nmerged the load figures into {RESULTS}")
+        return 0
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
@@ -143,7 +201,10 @@ def main() -> int:
     results["planner_checks"] = planner_checks.measure()
     results["planner_load"] = planner_load.run(ADMIN_DSN)
     results["executor"] = executor_figures()
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    started = time.monotonic()
+    results["load"] = executor_load.measure(ADMIN_DSN)
+    results["load"]["seconds"] = round(time.monotonic() - started, 1)
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     chart(results["executor"])
     print(table(results))
     print(f"\nwritten {RESULTS} and {CHART}")
