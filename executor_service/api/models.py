@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from planexec.web.openapi import VersionNumber
 from shared_schemas import Plan, PolicyDecision
 
 
@@ -20,7 +21,7 @@ class RunCreate(_Request):
 
     plan_id: UUID
     """The plan to run."""
-    version: int = Field(ge=1)
+    version: VersionNumber
     """Its version; one version gets one run (creation is idempotent), unless the request
     carries an ``Idempotency-Key`` or is a dry run."""
     mode: Literal["normal", "dry_run"] = "normal"

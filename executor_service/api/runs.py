@@ -21,6 +21,7 @@ from planexec.errors import (
     ServiceUnavailableError,
 )
 from planexec.web import PrincipalDep, problem_responses, require_role
+from planexec.web.openapi import PG_INTEGER_MAX
 from shared_schemas import Principal, Role
 from shared_schemas.canonical import sha256_digest
 
@@ -203,8 +204,12 @@ async def stream_events(
     request: Request,
     principal: PrincipalDep,
     run_id: Annotated[UUID, Depends(_visible_run)],
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
-    after: Annotated[int, Query(ge=0, description="Send events after this seq")] = 0,
+    last_event_id: Annotated[
+        int | None, Header(alias="Last-Event-ID", ge=0, le=PG_INTEGER_MAX)
+    ] = None,
+    after: Annotated[
+        int, Query(ge=0, le=PG_INTEGER_MAX, description="Send events after this seq")
+    ] = 0,
     follow: bool = True,
 ) -> AsyncIterator[ServerSentEvent]:
     """The run's events as Server-Sent Events, resumable with ``Last-Event-ID``.

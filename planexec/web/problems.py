@@ -59,13 +59,25 @@ def problem_response(exc: PlanexecError, instance: str | None = None) -> JSONRes
 
 
 def problem_responses(*errors: type[PlanexecError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries documenting problem+json bodies for ``errors``."""
+    """OpenAPI ``responses`` entries documenting problem+json bodies for ``errors``.
+
+    Keyed by HTTP status; errors that share a status share its entry, whose description
+    lists their titles (``"Request validation failed; Limit exceeded"``).
+    """
     out: dict[int | str, dict[str, Any]] = {}
     for err in errors:
-        out[err.status] = {
-            "description": err.title,
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
-        }
+        entry = out.setdefault(
+            err.status,
+            {
+                "description": err.title,
+                "content": {
+                    PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+                },
+            },
+        )
+        titles = entry["description"].split("; ")
+        if err.title not in titles:
+            entry["description"] = "; ".join([*titles, err.title])
     return out
 
 

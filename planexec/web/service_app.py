@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from planexec.settings import CommonSettings
 from planexec.telemetry import Telemetry, install_metrics_route
@@ -14,6 +14,7 @@ from .limits import BodyLimitMiddleware, JsonShapeLimits
 from .openapi import document_problem_schema
 from .problems import install_problem_handlers
 from .ratelimit import RateLimits
+from .text import refuse_unstorable_text
 
 
 def service_app(
@@ -27,13 +28,15 @@ def service_app(
 ) -> FastAPI:
     """A FastAPI app with planexec's problem+json errors, body limits, docs and ``/metrics``.
 
-    ``/docs`` and ``/openapi.json`` are served only when ``settings.docs_enabled``.
+    ``/docs`` and ``/openapi.json`` are served only when ``settings.docs_enabled``. Every route
+    refuses text Postgres cannot store (``planexec.web.text``).
     """
     app = FastAPI(
         title=title,
         version="0.1.0",
         description=description,
         lifespan=lifespan,
+        dependencies=[Depends(refuse_unstorable_text)],
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,

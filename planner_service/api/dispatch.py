@@ -19,6 +19,7 @@ from planexec.errors import (
     RequestValidationFailedError,
 )
 from planexec.web import DISPATCH_SCOPE, problem_responses, require_scope
+from planexec.web.openapi import VersionNumber
 from shared_schemas import Plan, PolicyDecision, Principal
 
 from ..plan_service import PlanService, RevisionInput
@@ -93,7 +94,7 @@ class ReplanRequest(BaseModel):
 
     tenant: str = Field(min_length=1, max_length=128)
     """Tenant of the plan and the run."""
-    base_version: int = Field(ge=1)
+    base_version: VersionNumber
     """The version the run executes; 409 when it is no longer the latest."""
     run_id: UUID
     """The run that asks (recorded with the failure context)."""
@@ -151,7 +152,7 @@ async def plan_for_executor(
     request: Request,
     _: ServicePrincipal,
     plan_id: UUID,
-    version: int,
+    version: VersionNumber,
     tenant: Annotated[str, Query(min_length=1, max_length=128)],
 ) -> DispatchedPlan:
     """A tenant's plan version, for an executor starting a run directly."""

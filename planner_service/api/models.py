@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from planexec.web.openapi import VersionNumber
 from shared_schemas import Plan, PolicyDecision, Step, ValidationIssue, ValidationReport
 
 from ..store import AttemptRow, StoredVersion
@@ -50,7 +51,7 @@ class PlanCreate(_Request):
 class RevisionCreate(_Request):
     """``POST /v1/plans/{id}/revisions``: edits from a person or a failure from the executor."""
 
-    base_version: int | None = Field(default=None, ge=1)
+    base_version: VersionNumber | None = None
     """The version being revised; refused with 409 when it is no longer the latest."""
     draft: dict[str, Any] | None = None
     """The edited plan body (``steps``, ...); checked like a new draft."""

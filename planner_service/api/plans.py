@@ -21,6 +21,7 @@ from planexec.errors import (
 )
 from planexec.web import PrincipalDep, problem_responses
 from planexec.web.auth import require_any_role
+from planexec.web.openapi import VersionNumber
 from shared_schemas import Principal, Role, sha256_digest
 
 from ..domain.parsing import loads_strict
@@ -219,7 +220,7 @@ async def get_plan(request: Request, principal: PrincipalDep, plan_id: UUID) -> 
 
 @router.get("/{plan_id}/versions/{version}", operation_id="getPlanVersion", responses=_READ_ERRORS)
 async def get_plan_version(
-    request: Request, principal: PrincipalDep, plan_id: UUID, version: int
+    request: Request, principal: PrincipalDep, plan_id: UUID, version: VersionNumber
 ) -> PlanVersionPublic:
     """One version of a plan."""
     stored = await _store(request).get_version(principal.tenant, plan_id, version)
@@ -234,7 +235,7 @@ async def get_plan_version(
     responses=_READ_ERRORS,
 )
 async def get_provenance(
-    request: Request, principal: PrincipalDep, plan_id: UUID, version: int
+    request: Request, principal: PrincipalDep, plan_id: UUID, version: VersionNumber
 ) -> Provenance:
     """Every generation attempt of a version: prompt, model, raw response, tokens, latency."""
     store = _store(request)
