@@ -17,6 +17,18 @@ from .ratelimit import RateLimits
 from .text import refuse_unstorable_text
 
 
+def docs_served(settings: CommonSettings) -> bool:
+    """Whether ``/docs`` and ``/openapi.json`` are served (OWASP API8, RELIABILITY S8).
+
+    ``docs_enabled`` (default true) decides, except that ``env=prod`` serves them only when
+    ``PLANEXEC_DOCS_ENABLED`` is set explicitly: a production deployment does not publish its
+    interactive docs by default.
+    """
+    if settings.env == "prod" and "docs_enabled" not in settings.model_fields_set:
+        return False
+    return settings.docs_enabled
+
+
 def service_app(
     *,
     title: str,
@@ -28,18 +40,21 @@ def service_app(
 ) -> FastAPI:
     """A FastAPI app with planexec's problem+json errors, body limits, docs and ``/metrics``.
 
-    ``/docs`` and ``/openapi.json`` are served only when ``settings.docs_enabled``. Every route
-    refuses text Postgres cannot store (``planexec.web.text``).
+    ``/docs`` and ``/openapi.json`` are served only when ``docs_served(settings)``; ``debug``
+    is off, so an unexpected error is a 500 ``internal`` problem without a traceback. Every
+    route refuses text Postgres cannot store (``planexec.web.text``).
     """
+    docs = docs_served(settings)
     app = FastAPI(
         title=title,
         version="0.1.0",
         description=description,
         lifespan=lifespan,
+        debug=False,
         dependencies=[Depends(refuse_unstorable_text)],
-        docs_url="/docs" if settings.docs_enabled else None,
+        docs_url="/docs" if docs else None,
         redoc_url=None,
-        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.state.rate_limits = RateLimits.from_settings(settings)  # per process, see .ratelimit
