@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from planexec.errors import (
     MalformedRequestError,
     PayloadTooLargeError,
+    RateLimitedError,
     RequestValidationFailedError,
     UnsupportedMediaTypeError,
 )
@@ -47,6 +48,8 @@ def document_framework_errors(schema: dict[str, Any]) -> None:
       JSON at all, ``planexec.web.problems``).
     * ``413`` ``payload-too-large`` and ``415`` ``unsupported-media-type`` on every POST, PUT
       and PATCH (``planexec.web.limits.BodyLimitMiddleware`` refuses before any route runs).
+    * ``429`` ``rate-limited`` on every operation that takes an API key
+      (``planexec.web.ratelimit``: failed authentications per address, requests per tenant).
 
     Then drops the ``HTTPValidationError`` and ``ValidationError`` components if nothing
     refers to them any more. ``schema`` is changed in place.
@@ -54,9 +57,12 @@ def document_framework_errors(schema: dict[str, Any]) -> None:
     validation = problem_responses(RequestValidationFailedError)[422]
     body_errors = problem_responses(PayloadTooLargeError, UnsupportedMediaTypeError)
     malformed = problem_responses(MalformedRequestError)[400]
+    rate_limited = problem_responses(RateLimitedError)[429]
     for operations in schema.get("paths", {}).values():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
+            if operation.get("security"):
+                responses.setdefault("429", rate_limited)
             if _refers_to(responses.get("422"), _FASTAPI_422_REF):
                 responses["422"] = validation
             if method not in _BODY_METHODS:

@@ -19,7 +19,7 @@ from planexec.settings import CommonSettings
 from shared_schemas import Role
 
 from ..conftest import Keys
-from .test_auth import SERVICES, assert_problem, client, make_app, running
+from .test_auth import SERVICES, assert_problem, client, make_app, operations, running
 
 READ = {"planner": "/v1/plans", "executor": "/v1/runs"}
 
@@ -88,3 +88,18 @@ async def test_the_default_is_off(db_url: str, demo_catalog_file: Path, keys: Ke
         for _ in range(100):
             response = await http.get("/v1/runs", headers={"X-API-Key": keys.acme_submitter})
             assert response.status_code == 200
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_keyed_operation_documents_its_429(service: str, tmp_path: Path) -> None:
+    """The 429 a client can get is in the OpenAPI document of every operation taking a key."""
+    app = make_app(service, "postgresql+asyncpg://postgres@127.0.0.1:5432/unused", tmp_path)
+    keyed = [(m, p, op) for m, p, op in operations(app) if op.get("security")]
+    assert keyed, "no keyed operation found"
+    for method, path, op in keyed:
+        entry = op["responses"].get("429")
+        assert entry is not None, f"{method.upper()} {path} does not document 429"
+        assert "application/problem+json" in entry["content"], (method, path)
+    for method, path, op in operations(app):
+        if not op.get("security"):
+            assert "429" not in op["responses"], f"{method.upper()} {path} is never limited"
