@@ -44,6 +44,12 @@ class ExecutorSettings(CommonSettings):
     """How long a run lease lasts without a heartbeat, in seconds."""
     heartbeat_s: float | None = Field(default=None, gt=0)
     """Heartbeat interval in seconds; default a third of ``lease_ttl_s``."""
+    db_command_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds an engine statement may take before the worker gives up on it and retries
+    (a black-holed connection, RELIABILITY R18, is found this way); unknown-outcome commits
+    are then read back before being resent."""
+    db_connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    """Seconds opening a database connection may take."""
     poll_s: float = Field(default=1.0, gt=0, le=60)
     """Slowest interval at which an idle worker looks for work, in seconds."""
     dispatch_wait_s: float = Field(default=10.0, ge=0, le=30)

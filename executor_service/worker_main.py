@@ -50,9 +50,14 @@ async def run_worker(settings: ExecutorSettings, *, concurrency: int | None = No
         registry = await build_registry(
             settings.catalog_config, stack, http=http_config(settings), llm=llm_config(settings)
         )
-        pool = await create_pool(url, max_size=settings.db_pool_size)
+        pool = await create_pool(
+            url,
+            max_size=settings.db_pool_size,
+            command_timeout_s=settings.db_command_timeout_s,
+            connect_timeout_s=settings.db_connect_timeout_s,
+        )
         stack.push_async_callback(pool.close)
-        notifier = Notifier(url, ["planexec_runs"])
+        notifier = Notifier(url, ["planexec_runs"], connect_timeout_s=settings.db_connect_timeout_s)
         await notifier.start()
         stack.push_async_callback(notifier.stop)
         planner = planner_client(settings)

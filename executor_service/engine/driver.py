@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from planexec.db.pg import backoff_s, is_transient
 from planexec.telemetry import APPROVALS, METRICS, TRACER, context_from_traceparent, trace_id_of
 from shared_schemas import OnFailure, Step
 from shared_schemas.canonical import sha256_digest
@@ -930,11 +931,45 @@ class RunDriver:
     # -- lease ------------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        """Renew the lease every ``heartbeat_s``; give the run up once the lease may be gone.
+
+        A renewal that fails on a transient database error (a restart, a partition) is
+        retried with backoff: the lease lasts ``lease_ttl_s`` from the last renewal sent
+        that held. Past that another worker may hold the run, so the driver lets it go
+        as if told so (its calls are cancelled; its writes would be fenced anyway).
+        """
+        renewed, failures = self._claimed_at, 0
         while True:
-            await asyncio.sleep(self.config.heartbeat_s)
-            held, cancel, approvals = await self.store.heartbeat(
-                self.run_id, self.claimed.lease_token, self.config.lease_ttl_s
-            )
+            ttl, every = self.config.lease_ttl_s, self.config.heartbeat_s
+            await asyncio.sleep(backoff_s(failures, cap_s=every) if failures else every)
+            sent = time.monotonic()
+            try:
+                if sent >= renewed + ttl:
+                    raise TimeoutError(f"no lease renewal for {ttl:g} s")
+                held, cancel, approvals = await asyncio.wait_for(
+                    self.store.heartbeat(self.run_id, self.claimed.lease_token, ttl),
+                    renewed + ttl - sent,
+                )
+                if held and approvals > self.gates.seen:
+                    self.gates.take(await self.store.approvals(self.run_id))
+                    self._wake.set()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                expired = time.monotonic() >= renewed + ttl
+                _log.warning(
+                    "heartbeat_failed",
+                    run_id=str(self.run_id),
+                    failures=failures,
+                    lease_expired=expired,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                if not expired:
+                    continue
+                held, cancel = False, False
+            else:
+                renewed, failures = sent, 0
             if not held:
                 for task in self.running.values():
                     task.cancel()
@@ -944,9 +979,6 @@ class RunDriver:
                 return
             if cancel:
                 self._cancel = True
-                self._wake.set()
-            if approvals > self.gates.seen:
-                self.gates.take(await self.store.approvals(self.run_id))
                 self._wake.set()
 
 

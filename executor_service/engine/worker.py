@@ -3,20 +3,27 @@
 N workers share one Postgres: runs are leased with ``FOR UPDATE SKIP LOCKED`` and a lease
 renewed by heartbeat, so each run has one driver at a time. Idle workers wait on
 ``LISTEN planexec_runs`` with a slow poll as a fallback.
+
+A worker outlives its database: while Postgres restarts or is unreachable (RELIABILITY R11,
+R18) claims fail and are retried with capped exponential backoff, heartbeats and commits
+retry in the driver and the store, and the process never exits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
+import time
 import uuid
 from pathlib import Path
 
 import structlog
 
 from planexec.db.notify import Notifier
+from planexec.db.pg import backoff_s, is_transient
 
 from ..domain.admission import admit
 from ..planner_client import PlannerClient, PlannerUnavailableError
@@ -109,6 +116,7 @@ class Worker:
             await self._drain()
 
     async def _claim_loop(self) -> None:
+        failures, failing_since = 0, 0.0
         while not self._stopping.is_set():
             if self._liveness_file is not None:
                 self._liveness_file.touch()
@@ -117,10 +125,24 @@ class Worker:
             if free > 0:
                 try:
                     claimed = await self._claim(free)
-                except (OSError, ConnectionError) as exc:
-                    _log.warning("claim_failed", error=str(exc))
-                except Exception as exc:  # database restarts surface as driver errors
-                    _log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}")
+                except Exception as exc:  # the worker must outlive any database trouble
+                    failures += 1
+                    failing_since = failing_since or time.monotonic()
+                    _log.log(
+                        logging.WARNING if is_transient(exc) else logging.ERROR,
+                        "claim_failed",
+                        failures=failures,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                    await self._pause(backoff_s(failures, cap_s=max(5.0, self._poll_s)))
+                    continue
+                if failures:
+                    _log.info(
+                        "claim_recovered",
+                        failures=failures,
+                        down_s=round(time.monotonic() - failing_since, 3),
+                    )
+                    failures, failing_since = 0, 0.0
             for run in claimed:
                 if run.status == "dead_letter":
                     _log.error("run_dead_lettered", run_id=str(run.run_id))
@@ -161,6 +183,11 @@ class Worker:
             self.id, limit=free, ttl_s=ttl_s, max_recoveries=max_recoveries
         )
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the worker is stopped meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
     def _quarantined(self) -> bool:
         """Whether this worker holds a suspect run that has not cleared itself yet."""
         cleared_after_s = 2 * self._config.lease_ttl_s
@@ -189,7 +216,7 @@ class Worker:
             return
         exc = task.exception()
         if exc is not None:
-            _log.error("driver_crashed", run_id=str(driver.run_id), error=repr(exc))
+            _log.error("driver_crashed", run_id=str(driver.run_id), error=repr(exc), exc_info=exc)
 
     async def _drain(self) -> None:
         if not self._drivers:
@@ -206,44 +233,62 @@ class Worker:
 
     async def _dispatch_loop(self) -> None:
         assert self._planner is not None
+        failures = 0
         while not self._stopping.is_set():
             try:
-                items = await self._planner.claim(
-                    self.id, max_items=10, lease_s=30.0, wait_s=self._dispatch_wait_s
-                )
+                await self._dispatch_once()
+                failures = 0
             except PlannerUnavailableError as exc:
                 _log.warning("dispatch_claim_failed", error=str(exc))
                 await asyncio.sleep(self._poll_s)
-                continue
-            for item in items:
-                refusal = admit(
-                    item.plan,
-                    status=item.status,
-                    signing_key=self._signing_key,
-                    accepted_schema_ids=self._accepted,
-                    catalog_version=self._registry.catalog.catalog_version,
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # The database is away: the planner redelivers the item once its dispatch
+                # lease lapses, and run creation is idempotent per plan version.
+                failures += 1
+                _log.warning("dispatch_store_failed", error=f"{type(exc).__name__}: {exc}")
+                await self._pause(backoff_s(failures, cap_s=max(5.0, self._poll_s)))
+
+    async def _dispatch_once(self) -> None:
+        """Claim dispatched plans from the planner and create (or refuse) their runs.
+
+        Raises:
+            PlannerUnavailableError: the planner did not answer the claim.
+        """
+        assert self._planner is not None
+        items = await self._planner.claim(
+            self.id, max_items=10, lease_s=30.0, wait_s=self._dispatch_wait_s
+        )
+        for item in items:
+            refusal = admit(
+                item.plan,
+                status=item.status,
+                signing_key=self._signing_key,
+                accepted_schema_ids=self._accepted,
+                catalog_version=self._registry.catalog.catalog_version,
+            )
+            if refusal is not None:
+                _log.warning(
+                    "dispatch_refused",
+                    plan_id=str(item.plan.plan_id),
+                    version=item.plan.version,
+                    code=refusal.code,
+                    reason=refusal.message,
                 )
-                if refusal is not None:
-                    _log.warning(
-                        "dispatch_refused",
-                        plan_id=str(item.plan.plan_id),
-                        version=item.plan.version,
-                        code=refusal.code,
-                        reason=refusal.message,
-                    )
-                    run_id, _ = await self._store.create_refused_run(
-                        item.plan, item.policy_decisions, refusal.code, refusal.message
-                    )
-                else:
-                    run_id, _ = await self._store.create_run(
-                        item.plan,
-                        item.policy_decisions,
-                        created_by=item.plan.created_by,
-                        new=NewRun(
-                            tool_specs=pinned_specs(item.plan, self._registry.get),
-                            budget_usd=self._run_budget_usd,
-                        ),
-                    )
-                assert item.dispatch_id is not None
-                with contextlib.suppress(PlannerUnavailableError):
-                    await self._planner.ack(item.dispatch_id, self.id, run_id)
+                run_id, _ = await self._store.create_refused_run(
+                    item.plan, item.policy_decisions, refusal.code, refusal.message
+                )
+            else:
+                run_id, _ = await self._store.create_run(
+                    item.plan,
+                    item.policy_decisions,
+                    created_by=item.plan.created_by,
+                    new=NewRun(
+                        tool_specs=pinned_specs(item.plan, self._registry.get),
+                        budget_usd=self._run_budget_usd,
+                    ),
+                )
+            assert item.dispatch_id is not None
+            with contextlib.suppress(PlannerUnavailableError):
+                await self._planner.ack(item.dispatch_id, self.id, run_id)

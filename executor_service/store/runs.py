@@ -7,6 +7,7 @@ lease_token = :mine`` matches no row and every other write of the statement sele
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -14,11 +15,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import structlog
 
-from planexec.db.pg import named
+from planexec.db.pg import backoff_s, is_transient, named
 from shared_schemas import Plan, PolicyDecision
 
 from . import sql
+
+_log = structlog.get_logger("planexec.executor.store")
 
 _CREATE_RUN = named(sql.CREATE_RUN)
 _CREATE_REFUSED_RUN = named(sql.CREATE_REFUSED_RUN)
@@ -37,6 +41,14 @@ _RECORDED_OUTPUTS = named(
 )
 _REPLAN = named(sql.REPLAN)
 _EXPIRE_GATES = named(sql.EXPIRE_GATES)
+_COMMIT_LANDED = named(
+    "SELECT r.lease_token = :token AS held, r.lease_token IS NULL AS free, r.cancel_requested,"
+    " (SELECT coalesce(jsonb_agg(jsonb_build_array(e.type, e.step_id, e.attempt)"
+    "  ORDER BY e.seq), '[]') FROM (SELECT seq, type, step_id, attempt"
+    "  FROM executor.run_events WHERE run_id = :run_id ORDER BY seq DESC LIMIT :n) e) AS last"
+    " FROM executor.runs r WHERE r.run_id = :run_id"
+)
+"""Whether a commit of unknown outcome landed: its events are the run's last ones."""
 _COMPENSATION_ATTEMPTS = named(
     "SELECT step_id, max(attempt) AS attempts FROM executor.attempts"
     " WHERE run_id = :run_id AND kind = 'compensation' GROUP BY step_id"
@@ -420,7 +432,82 @@ class RunStore:
     async def commit(
         self, run_id: uuid.UUID, token: uuid.UUID, worker: str, batch: Batch
     ) -> CommitResult:
-        """Write a batch in one statement, fenced by the lease token."""
+        """Write a batch in one statement, fenced by the lease token; exactly once.
+
+        When the database restarts or becomes unreachable mid-commit (``is_transient``),
+        the outcome is unknown: the statement may have been committed before the connection
+        broke. Sending it again could write its events twice, so it is resent only once a
+        read shows it did not land: while the lease is held nobody else appends events to
+        the run, so the batch landed iff its events are the run's last ones. This repeats,
+        with backoff, until the database answers; the common path is one round trip.
+
+        Returns:
+            ``fenced=False`` when the lease is lost (nothing of the batch was written, or
+            whether it was no longer matters to this holder).
+
+        Raises:
+            asyncpg.PostgresError: a non-transient error of the statement.
+        """
+        failures = 0
+        while True:
+            try:
+                if failures == 0:
+                    return await self._commit_once(run_id, token, worker, batch)
+                landed = await self._commit_landed(run_id, token, batch)
+                _log.info(
+                    "commit_reconciled",
+                    run_id=str(run_id),
+                    outcome="resent" if landed is None else "landed" if landed.fenced else "lost",
+                    failures=failures,
+                )
+                if landed is not None:
+                    return landed
+                return await self._commit_once(run_id, token, worker, batch)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                _log.warning(
+                    "commit_outcome_unknown",
+                    run_id=str(run_id),
+                    failures=failures,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                await asyncio.sleep(backoff_s(failures))
+
+    async def _commit_landed(
+        self, run_id: uuid.UUID, token: uuid.UUID, batch: Batch
+    ) -> CommitResult | None:
+        """What became of a commit of unknown outcome; None: it did not land, send it again.
+
+        While the token still holds the lease, only this holder appended events since its
+        claim, so the batch landed iff its events (type, step, attempt) are the run's last
+        ones. Once the token is gone, a new holder may have written the very same events
+        (it repeats the same steps with the same attempt numbers): a match then proves
+        nothing, and the batch counts as landed only when it released the lease and the
+        lease is still free (the run is where this holder meant to leave it, whoever wrote
+        it); otherwise the lease is lost. A batch without events is idempotent to resend
+        (the same rows, attempts ``ON CONFLICT``), and every staged change appends one.
+        """
+        mine = [[e.type, e.step_id, e.attempt] for e in batch.events]
+        row = await self._pool.fetchrow(
+            _COMMIT_LANDED.sql,
+            *_COMMIT_LANDED.args({"run_id": run_id, "token": token, "n": len(mine)}),
+        )
+        if row is None:
+            return CommitResult(fenced=False, cancel_requested=False, duplicate_attempts=0)
+        cancel = bool(row["cancel_requested"])
+        matches = bool(mine) and row["last"] == mine
+        if row["held"]:
+            if not matches:
+                return None
+        elif not (matches and batch.release and row["free"]):
+            return CommitResult(fenced=False, cancel_requested=cancel, duplicate_attempts=0)
+        return CommitResult(fenced=True, cancel_requested=cancel, duplicate_attempts=0)
+
+    async def _commit_once(
+        self, run_id: uuid.UUID, token: uuid.UUID, worker: str, batch: Batch
+    ) -> CommitResult:
         params = {
             "run_id": run_id,
             "token": token,

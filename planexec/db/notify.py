@@ -31,8 +31,12 @@ def _set_event(event: asyncio.Event, *_: object) -> None:
 class Notifier:
     """Listens on channels and exposes one wake-up event per channel."""
 
-    def __init__(self, url: str, channels: list[str]) -> None:
+    PING_S = 30.0
+    """Seconds between liveness pings of an idle listening connection."""
+
+    def __init__(self, url: str, channels: list[str], *, connect_timeout_s: float = 60.0) -> None:
         self._dsn = asyncpg_dsn(url)
+        self._connect_timeout_s = connect_timeout_s
         self._events = {channel: asyncio.Event() for channel in channels}
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -58,17 +62,30 @@ class Notifier:
     async def _run(self) -> None:
         while True:
             try:
-                self._conn = await asyncpg.connect(self._dsn)
+                self._conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout_s)
                 for channel in self._events:
                     await self._conn.add_listener(channel, self._on_notify)
                 closed = asyncio.Event()
                 self._conn.add_termination_listener(functools.partial(_set_event, closed))
                 for event in self._events.values():
                     event.set()  # anything may have happened while not listening
-                await closed.wait()
-            except (OSError, asyncpg.PostgresError) as exc:
-                _log.warning("notify_listener_down", error=str(exc))
+                while not closed.is_set():
+                    # A partitioned link ends with neither FIN nor RST: ping now and then,
+                    # so that a dead listener is replaced instead of waiting forever.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(closed.wait(), self.PING_S)
+                    if not closed.is_set():
+                        await self._conn.execute("SELECT 1", timeout=self._connect_timeout_s)
+            except Exception as exc:  # any failure: listen again (waiters also poll)
+                _log.warning("notify_listener_down", error=f"{type(exc).__name__}: {exc}")
+            await self._close()
             await asyncio.sleep(1.0)
+
+    async def _close(self) -> None:
+        """Drop the listening connection, if any."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()  # no goodbye round trip: the link may be dead
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, _payload: str) -> None:
         event = self._events.get(channel)
@@ -81,5 +98,4 @@ class Notifier:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
+        await self._close()

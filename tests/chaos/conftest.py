@@ -187,28 +187,36 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 Spawn = Callable[..., WorkerProcess]
 
 
-@pytest.fixture
-def spawn(db_url: str, catalog: Path, tmp_path: Path) -> Iterator[Spawn]:
-    """``spawn(name, concurrency=8, **settings)``: a started worker process.
+def spawner(db_url: str, catalog: Path, log_dir: Path, started: list[WorkerProcess]) -> Spawn:
+    """A ``spawn`` function for workers on ``db_url``; each one is appended to ``started``."""
 
-    ``settings`` are ``PLANEXEC_*`` values by field name (``lease_ttl_s=2``). Every worker
-    still running at teardown is killed.
-    """
-    started: list[WorkerProcess] = []
-
-    def make(name: str, concurrency: int = 8, **settings: Any) -> WorkerProcess:
+    def make(
+        name: str, concurrency: int = 8, *, database_url: str | None = None, **settings: Any
+    ) -> WorkerProcess:
         values = {"poll_s": 0.2, "drain_s": 5, **settings}
         env = base_env(
-            db_url,
+            database_url or db_url,
             PLANEXEC_CATALOG_CONFIG=catalog,
             **{f"PLANEXEC_{k.upper()}": v for k, v in values.items()},
         )
-        worker = WorkerProcess(name, env, tmp_path, concurrency).start()
+        worker = WorkerProcess(name, env, log_dir, concurrency).start()
         started.append(worker)
         return worker
 
+    return make
+
+
+@pytest.fixture
+def spawn(db_url: str, catalog: Path, tmp_path: Path) -> Iterator[Spawn]:
+    """``spawn(name, concurrency=8, database_url=None, **settings)``: a started worker process.
+
+    ``settings`` are ``PLANEXEC_*`` values by field name (``lease_ttl_s=2``);
+    ``database_url`` replaces the test database's URL (e.g. to go through a proxy). Every
+    worker still running at teardown is killed.
+    """
+    started: list[WorkerProcess] = []
     try:
-        yield make
+        yield spawner(db_url, catalog, tmp_path, started)
     finally:
         for worker in started:
             worker.cleanup()
