@@ -100,6 +100,8 @@ class CommonSettings(BaseSettings):
             )
         if len(key.encode()) < 32:
             raise ValueError("PLANEXEC_SIGNING_KEY must be at least 32 bytes outside env=dev")
+        if self.env == "prod" and self.otel_exporter == "memory":
+            raise ValueError("PLANEXEC_OTEL_EXPORTER=memory is for tests; refused for env=prod")
         return self
 
     @property

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import Field, ValidationError
 
 from planexec.errors import NotFoundError, RequestValidationFailedError
+from planexec.web.openapi import PG_INTEGER_MAX
 from shared_schemas import Role
 
 from ..api import operator as operator_api
@@ -187,8 +188,10 @@ async def run_stream(
     request: Request,
     session: SessionDep,
     run_id: Annotated[UUID, Depends(_visible_run)],
-    after: int = 0,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+    after: Annotated[int, Query(ge=0, le=PG_INTEGER_MAX)] = 0,
+    last_event_id: Annotated[
+        int | None, Header(alias="Last-Event-ID", ge=0, le=PG_INTEGER_MAX)
+    ] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events for the run screen (htmx SSE extension).
 

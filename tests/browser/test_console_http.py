@@ -241,3 +241,20 @@ def test_a_decision_needs_the_approver_role_and_the_arguments_shown(console: Con
     ok = approver.post(url, json={**body, "csrf_token": token}, headers={"HX-Request": "true"})
     assert ok.status_code == 204 and ok.headers["hx-redirect"] == "/ui/approvals?notice=approve"
     assert console.wait_status(run_id, "succeeded")["approvals"][0]["decided_by"] == "rita@acme"
+
+
+def test_the_live_stream_refuses_an_event_number_beyond_the_column_with_a_problem(
+    console: Console,
+) -> None:
+    """``seq`` is a Postgres ``integer``: a larger ``Last-Event-ID`` or ``after`` is a 422."""
+    plan = console.plan([{"id": "n", "tool": "noop"}], "stream me")
+    run_id = console.start(plan)
+    console.wait_status(run_id, "succeeded")
+    client = _login(console, "submitter")
+    too_big = str(2**31)
+    for response in (
+        client.get(f"/ui/runs/{run_id}/stream", headers={"Last-Event-ID": too_big}),
+        client.get(f"/ui/runs/{run_id}/stream", params={"after": too_big}),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.json()["type"] == PROBLEM + "validation-error"

@@ -410,7 +410,9 @@ def test_settings_from_compose_env_validate_under_prod(
         field = key.removeprefix("PLANEXEC_").lower()
         if key.startswith("PLANEXEC_") and field in cls.model_fields:
             read = getattr(settings, field)
-            assert (read.get_secret_value() if isinstance(read, SecretStr) else str(read)) == value
+            if isinstance(read, SecretStr):
+                read = read.get_secret_value()
+            assert (str(read).lower() if isinstance(read, bool) else str(read)) == value
     db = urlsplit(settings.database_url or "")
     postgres = environment(compose["services"]["postgres"])
     assert (db.hostname, db.port) == ("postgres", 5432)

@@ -205,3 +205,12 @@ def test_placeholder_or_short_signing_key_is_refused_in_prod(service: str, key: 
     cls = PlannerSettings if service == "planner" else ExecutorSettings
     with pytest.raises(ValidationError, match="PLANEXEC_SIGNING_KEY"):
         cls(env="prod", signing_key=key, _env_file=None)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_in_memory_span_exporter_is_refused_in_prod(service: str) -> None:
+    """``otel_exporter=memory`` keeps every span in the process: tests only."""
+    cls = PlannerSettings if service == "planner" else ExecutorSettings
+    with pytest.raises(ValidationError, match="PLANEXEC_OTEL_EXPORTER=memory"):
+        cls(env="prod", signing_key=SIGNING_KEY, otel_exporter="memory", _env_file=None)
+    assert cls(env="test", signing_key=SIGNING_KEY, otel_exporter="memory", _env_file=None)
