@@ -77,7 +77,12 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
             stack.push_async_callback(engine.dispose)
             app.state.engine = engine
             app.state.key_store = ApiKeyStore(engine, cache_ttl_s=settings.auth_cache_ttl_s)
-            pool = await create_pool(url, max_size=settings.db_pool_size)
+            pool = await create_pool(
+                url,
+                max_size=settings.db_pool_size,
+                command_timeout_s=settings.db_command_timeout_s,
+                connect_timeout_s=settings.db_connect_timeout_s,
+            )
             stack.push_async_callback(pool.close)
             app.state.run_store = RunStore(pool)
             app.state.queries = RunQueries(engine)
