@@ -35,8 +35,8 @@ Environment (bigger runs than ``make bench``'s defaults):
 - ``PLANEXEC_BENCH_L1_WORKERS`` fleets to compare (default ``1,2,4``).
 - ``PLANEXEC_BENCH_L1_OVERLOAD_RATE`` runs/s offered to measure capacity (default 200).
 - ``PLANEXEC_BENCH_L1_LADDER`` comma-separated runs/s tried with
-  ``PLANEXEC_BENCH_L1_LADDER_WORKERS`` (default 2) workers (default ``60,90,120``; empty =
-  skip).
+  ``PLANEXEC_BENCH_L1_LADDER_WORKERS`` (default 2) workers (default ``60,90,120,150``;
+  empty = skip).
 - ``PLANEXEC_BENCH_L2_RUNS`` queued ten-step runs (default 3000 = 30,000 steps).
 - ``PLANEXEC_BENCH_L2_WORKERS`` fleets to compare (default ``1,2,4``).
 - ``PLANEXEC_BENCH_L2_CONCURRENCY`` runs each draining worker drives at once (default 16).
@@ -76,6 +76,8 @@ from shared_schemas import Plan, PlannerInfo, PolicyDecision, Step, seal
 ROOT = Path(__file__).resolve().parents[1]
 SIGNING_KEY = "l" * 40
 TERMINAL = ("succeeded", "failed", "cancelled", "needs_attention")
+HELD_P99_MS = 250.0
+"""Claim-to-start p99 a held rate must stay under: RELIABILITY L1's pass criterion."""
 
 
 def _env_int(name: str, default: int) -> int:
@@ -211,6 +213,7 @@ class ActivitySampler:
     samples: int = 0
     _task: asyncio.Task[None] | None = None
     _running: bool = False
+    _cpu: dict[int, float] = field(default_factory=dict)
 
     def _ports(self) -> dict[int, str]:
         ports: dict[int, str] = {}
@@ -226,7 +229,7 @@ class ActivitySampler:
         try:
             while self._running:
                 rows = await conn.fetch(
-                    "SELECT client_port, wait_event_type = 'Lock' AS waiting,"
+                    "SELECT pid, client_port, wait_event_type = 'Lock' AS waiting,"
                     " extract(epoch FROM clock_timestamp() - state_change) AS s"
                     " FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'",
                     self.dbname,
@@ -235,6 +238,8 @@ class ActivitySampler:
                 counts: dict[str, int] = {}
                 for row in rows:
                     owner = ports.get(row["client_port"], "other")
+                    if owner != "other":
+                        self._backend_cpu(row["pid"])
                     counts[owner] = counts.get(owner, 0) + 1
                     if row["waiting"]:
                         self.lock_wait_samples += 1
@@ -246,6 +251,20 @@ class ActivitySampler:
                 await asyncio.sleep(self.every_s)
         finally:
             await conn.close()
+
+    def _backend_cpu(self, pid: int) -> None:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            self._cpu[pid] = times.user + times.system
+
+    @property
+    def backend_cpu_s(self) -> float:
+        """CPU seconds the workers' server backends had used at their last sample.
+
+        A backend's CPU after its last sample (at most ``every_s``) is not counted; a
+        backend that lived less than ``every_s`` may be missed.
+        """
+        return sum(self._cpu.values())
 
     def start(self) -> None:
         """Start sampling in a task of the running loop."""
@@ -353,6 +372,15 @@ class Fleet:
                 raise RuntimeError(f"workers not ready: {sorted(waiting)}")
             await asyncio.sleep(0.1)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the running workers have used so far."""
+        total = 0.0
+        for proc in self.procs.values():
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(proc.pid).cpu_times()
+                total += times.user + times.system
+        return total
+
     def stop(self) -> None:
         """SIGTERM every worker, wait, SIGKILL what is left."""
         for proc in self.procs.values():
@@ -404,17 +432,26 @@ async def bench_database(
 
 
 async def wait_finished(
-    pool: asyncpg.Pool, run_ids: Sequence[uuid.UUID], timeout_s: float
+    pool: asyncpg.Pool, run_ids: Sequence[uuid.UUID] | None, timeout_s: float
 ) -> float:
-    """Poll until every run is terminal or ``timeout_s`` passed; returns the seconds waited."""
+    """Poll until every run is terminal or ``timeout_s`` passed; returns the seconds waited.
+
+    ``run_ids=None``: every run of the database, counted on the ``runs_runnable`` index.
+    """
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
-        left = await pool.fetchval(
-            "SELECT count(*) FROM executor.runs WHERE run_id = ANY($1::uuid[])"
-            " AND status <> ALL($2::text[])",
-            list(run_ids),
-            list(TERMINAL),
-        )
+        if run_ids is None:
+            left = await pool.fetchval(
+                "SELECT count(*) FROM executor.runs"
+                " WHERE status IN ('pending', 'running', 'paused')"
+            )
+        else:
+            left = await pool.fetchval(
+                "SELECT count(*) FROM executor.runs WHERE run_id = ANY($1::uuid[])"
+                " AND status <> ALL($2::text[])",
+                list(run_ids),
+                list(TERMINAL),
+            )
         if left == 0:
             break
         await asyncio.sleep(0.2)
@@ -555,8 +592,9 @@ async def load_phase(admin_dsn: str, phase: LoadPhase) -> dict[str, Any]:
     offered_steps = offered.rate * phase.steps
     held = (
         figures["lost"] == 0
+        and offered.rate >= 0.95 * phase.rate
         and rate_steps >= 0.9 * offered_steps
-        and figures["claim_to_start_ms"]["p99"] < 1000
+        and figures["claim_to_start_ms"]["p99"] < HELD_P99_MS
     )
     figures.pop("first_created")
     figures.pop("last_finished")
@@ -596,7 +634,7 @@ def l1(admin_dsn: str) -> dict[str, Any]:
     rate = float(_env_int("PLANEXEC_BENCH_L1_RATE", 30))
     seconds = float(_env_int("PLANEXEC_BENCH_L1_SECONDS", 12))
     overload = float(_env_int("PLANEXEC_BENCH_L1_OVERLOAD_RATE", 200))
-    ladder = _env_list("PLANEXEC_BENCH_L1_LADDER", "60,90,120")
+    ladder = _env_list("PLANEXEC_BENCH_L1_LADDER", "60,90,120,150")
     ladder_workers = _env_int("PLANEXEC_BENCH_L1_LADDER_WORKERS", 2)
     fleets = _env_list("PLANEXEC_BENCH_L1_WORKERS", "1,2,4")
     phases, capacity, rungs = [], [], []
@@ -624,8 +662,11 @@ def l1(admin_dsn: str) -> dict[str, Any]:
         "capacity_steps_per_s": {str(p["workers"]): p["steps_per_s"] for p in capacity},
         "highest_rate_held_runs_per_s": max(held, default=None),
         "first_rate_not_held_runs_per_s": min(broke, default=None),
-        "held_means": "0 lost, steps/s >= 90% of offered, claim-to-start p99 < 1 s",
-        "capacity_means": f"steps/s finished while {overload:g} runs/s were offered (overload)",
+        "held_means": "0 lost; the generator offered >= 95% of the rate; steps/s >= 90% of"
+        f" what it offered; claim-to-start p99 < {HELD_P99_MS:g} ms",
+        "capacity_means": f"steps/s finished while up to {overload:g} runs/s were offered; the"
+        " generator shares the 2 cores, so see achieved_offer_runs_per_s: when it fell short,"
+        " the figure is a lower bound of the fleet's capacity",
         "target": "RELIABILITY L1: 200 runs/s x 10 min nightly; 0 lost; p99 claim-to-start"
         " < 250 ms; connections bounded by pool config",
     }
@@ -720,7 +761,9 @@ async def drain(admin_dsn: str, template: str, workers: int, *, concurrency: int
                     " pg_notify('planexec_runs', '') n"
                 )
                 t0 = time.monotonic()
-                waited = await wait_finished(pool, run_ids, 1800.0)
+                cpu0 = fleet.cpu_s()
+                waited = await wait_finished(pool, None, 1800.0)
+                worker_cpu = fleet.cpu_s() - cpu0
                 await sampler.stop()
                 figures = await run_figures(pool, run_ids)
             finally:
@@ -752,6 +795,10 @@ async def drain(admin_dsn: str, template: str, workers: int, *, concurrency: int
         "steps_per_s": round(steps / drain_s, 1) if drain_s > 0 else 0.0,
         "lost": figures["lost"],
         "statuses": figures["statuses"],
+        "cpu_ms_per_step": {
+            "workers": round(worker_cpu * 1000 / steps, 3) if steps else None,
+            "postgres": round(sampler.backend_cpu_s * 1000 / steps, 3) if steps else None,
+        },
         "longest_lock_wait_s": round(sampler.longest_lock_wait_s, 3),
         "lock_wait_samples": sampler.lock_wait_samples,
         "deadlocks": deadlocks,

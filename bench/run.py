@@ -152,7 +152,10 @@ def load_table(load: dict[str, Any]) -> list[str]:
                 "0 lost, p99 < 250 ms",
             )
         )
-    capacity = ", ".join(f"{w} -> {v}" for w, v in l1["capacity_steps_per_s"].items())
+    capacity = ", ".join(
+        f"{p['workers']} -> {p['steps_per_s']} (offered {p['achieved_offer_runs_per_s']} runs/s)"
+        for p in l1["capacity"]
+    )
     lines.append(_row("L1 capacity, steps/s by workers (50 ms tools)", capacity, "-"))
     lines.append(
         _row(

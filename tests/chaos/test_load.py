@@ -46,7 +46,7 @@ from .conftest import SCALE, Spawn
 
 RATE = 10.0
 """Runs offered per second (100 steps/s)."""
-SECONDS = 12.0 * SCALE
+SECONDS = 10.0 * SCALE
 STEPS = 10
 TOOL_S = 0.05
 DRAIN_S = 30.0
@@ -86,7 +86,7 @@ async def test_sustained_load_two_workers(spawn: Spawn, pool: asyncpg.Pool, db_u
     assert figures["steps_succeeded"] == STEPS * len(plans)
     p99_s = figures["claim_to_start_ms"]["p99"] / 1000
     assert p99_s < CLAIM_TO_START_P99_S, figures
-    assert sampler.samples >= SECONDS * 2, sampler.samples  # it sampled throughout
+    assert sampler.samples >= 10, sampler.samples  # it sampled throughout the load
     by_worker = {name: sampler.max_by_process.get(name, 0) for name in ("w1", "w2")}
     assert all(n >= 1 for n in by_worker.values()), by_worker  # attribution works
     assert max(by_worker.values()) <= bound["per_process"], (by_worker, bound)
