@@ -57,6 +57,8 @@ def test_a_repeated_key_replays_the_stored_response_without_a_new_effect(
         "effects_by_name": {"charge": 2},
         "replayed": 1,
         "failed": 0,
+        "in_flight": {"/effects": 0},
+        "max_in_flight": {"/effects": 1},
     }
 
 
@@ -163,6 +165,8 @@ def test_reset_forgets_effects_keys_and_controls(sink: RecordingServer) -> None:
         "effects_by_name": {},
         "replayed": 0,
         "failed": 0,
+        "in_flight": {},
+        "max_in_flight": {},
     }
     again = post(sink, "/effects/a", {}, key="k")
     assert again.status_code == 200
