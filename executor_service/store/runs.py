@@ -27,6 +27,7 @@ _log = structlog.get_logger("planexec.executor.store")
 _CREATE_RUN = named(sql.CREATE_RUN)
 _CREATE_REFUSED_RUN = named(sql.CREATE_REFUSED_RUN)
 _CLAIM_RUNS = named(sql.CLAIM_RUNS)
+_CLAIM_SUSPECT = named(sql.CLAIM_SUSPECT)
 _COMMITS = {
     (approvals, spend): named(sql.commit_sql(approvals=approvals, spend=spend))
     for approvals in (False, True)
@@ -385,17 +386,10 @@ class RunStore:
         recovered more than ``max_recoveries`` times in a row without a step succeeding is
         dead-lettered instead (returned with ``status="dead_letter"``).
         """
+        claim = _CLAIM_SUSPECT if suspects else _CLAIM_RUNS
+        params = {"worker": worker, "limit": limit, "ttl_s": ttl_s}
         rows = await self._pool.fetch(
-            _CLAIM_RUNS.sql,
-            *_CLAIM_RUNS.args(
-                {
-                    "worker": worker,
-                    "limit": limit,
-                    "ttl_s": ttl_s,
-                    "max_recoveries": max_recoveries,
-                    "suspects": suspects,
-                }
-            ),
+            claim.sql, *claim.args(params | {"max_recoveries": max_recoveries})
         )
         return [
             ClaimedRun(

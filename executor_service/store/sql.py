@@ -37,7 +37,7 @@ EXISTING_RUN = """
 SELECT run_id, request_hash FROM executor.runs WHERE tenant = :tenant AND dedup_key = :dedup_key
 """
 
-CLAIM_RUNS = """
+_CLAIM = """
 WITH picked AS (
     -- The values before the claim: a lease token still set means the last holder never
     -- let go, so this claim is a recovery; past :max_recoveries recoveries in a row the run
@@ -51,9 +51,9 @@ WITH picked AS (
                ELSE wake_at IS NULL OR wake_at <= now() END
       -- A run recovered twice in a row without progress is suspect (a poison step?): it
       -- is leased alone, so that the crashes it causes are not charged to innocent runs.
-      AND (recovery_attempts >= 2) = CAST(:suspects AS boolean)
+      AND __SUSPECTS__
     ORDER BY created_at
-    LIMIT CASE WHEN CAST(:suspects AS boolean) THEN 1 ELSE :limit END
+    LIMIT __LIMIT__
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE executor.runs r
@@ -100,6 +100,13 @@ SELECT c.*, now() AS db_now,
     (SELECT count(*) FROM event) AS events
 FROM claimed c
 """
+
+CLAIM_RUNS = _CLAIM.replace("__SUSPECTS__", "recovery_attempts < 2").replace("__LIMIT__", ":limit")
+"""Lease up to ``:limit`` runnable runs that are not suspects (index ``runs_runnable``)."""
+CLAIM_SUSPECT = _CLAIM.replace("__SUSPECTS__", "recovery_attempts >= 2").replace("__LIMIT__", "1")
+"""Lease one suspect run, alone. Its own statement, so that its literal predicate matches
+the partial index ``runs_suspect`` (migration 0005) and the claim reads no backlog."""
+
 
 _COMMIT_FENCE = """
 WITH fence AS (
