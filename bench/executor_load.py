@@ -283,19 +283,17 @@ class ActivitySampler:
 
 
 def connection_bound(settings: ExecutorSettings) -> dict[str, int]:
-    """Connections one ``planexec worker`` process may open, from its pool settings.
+    """Connections one ``planexec worker`` process may open, from its settings.
 
-    ``executor_service/worker_main.py``: an asyncpg pool of ``db_pool_size`` (the hot path),
-    a SQLAlchemy engine of ``db_pool_size + db_max_overflow`` (opened lazily), and one LISTEN
-    connection (``planexec.db.notify.Notifier``).
+    ``executor_service/worker_main.py``: an asyncpg pool of ``db_pool_size`` (every statement
+    of the engine), one LISTEN connection for run wake-ups (``planexec.db.notify.Notifier``)
+    and, only when tool concurrency caps are configured, one more for slot grants
+    (``executor_service.engine.slots``).
     """
-    pool, overflow = settings.db_pool_size, settings.db_max_overflow
-    return {
-        "asyncpg_pool": pool,
-        "sqlalchemy_pool": pool + overflow,
-        "listen": 1,
-        "per_process": pool + (pool + overflow) + 1,
-    }
+    pool = settings.db_pool_size
+    capped = bool(settings.tool_concurrency or settings.tenant_tool_concurrency)
+    listen = 1 + int(capped)
+    return {"asyncpg_pool": pool, "listen": listen, "per_process": pool + listen}
 
 
 # --- worker processes --------------------------------------------------------------------

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import structlog
 
-from planexec.db import create_engine, database_url_for
+from planexec.db import database_url_for
 from planexec.db.notify import Notifier
 from planexec.db.pg import create_pool
 from planexec.telemetry import serve_metrics, setup_telemetry
@@ -33,7 +33,7 @@ async def run_worker(settings: ExecutorSettings, *, concurrency: int | None = No
     A signal that arrives while the worker is still starting stops it as soon as it is up.
     Prometheus ``/metrics`` is served on ``settings.metrics_port`` when set.
     """
-    telemetry = setup_telemetry("planexec-worker", settings)
+    setup_telemetry("planexec-worker", settings)
     if settings.metrics_port is not None:
         serve_metrics(settings.metrics_host, settings.metrics_port)
     stop = asyncio.Event()
@@ -41,12 +41,7 @@ async def run_worker(settings: ExecutorSettings, *, concurrency: int | None = No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     url = await asyncio.to_thread(database_url_for, settings)
-    engine = create_engine(
-        url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
-    )
-    telemetry.instrument_engine(engine)
     async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(engine.dispose)
         registry = await build_registry(
             settings.catalog_config, stack, http=http_config(settings), llm=llm_config(settings)
         )

@@ -19,9 +19,9 @@ Pass:
   leaves runs to a lease TTL (30 s) or on claims that stall behind each other.
 - connections: the most ``pg_stat_activity`` rows of the test database that belong to one
   worker process (matched by client port) never exceed what its pool settings allow
-  (``bench.executor_load.connection_bound``: asyncpg pool ``db_pool_size`` + SQLAlchemy pool
-  ``db_pool_size + db_max_overflow`` + one LISTEN connection), here with deliberately small
-  pools (4 and 2) so that 32 runs per worker must share them.
+  (``bench.executor_load.connection_bound``: asyncpg pool ``db_pool_size`` + one LISTEN
+  connection), here with a deliberately small pool (4) so that 32 runs per worker must share
+  it.
 
 ``PLANEXEC_CHAOS_SCALE`` multiplies the duration.
 """
@@ -96,4 +96,6 @@ async def test_sustained_load_two_workers(spawn: Spawn, pool: asyncpg.Pool, db_u
 
 def test_connection_bound_reads_the_pool_settings() -> None:
     bound = connection_bound(ExecutorSettings(db_pool_size=7, db_max_overflow=3))
-    assert bound == {"asyncpg_pool": 7, "sqlalchemy_pool": 10, "listen": 1, "per_process": 18}
+    assert bound == {"asyncpg_pool": 7, "listen": 1, "per_process": 8}
+    capped = ExecutorSettings(db_pool_size=7, tool_concurrency={"noop": 2})
+    assert connection_bound(capped) == {"asyncpg_pool": 7, "listen": 2, "per_process": 9}
