@@ -4,8 +4,7 @@ PostgreSQL ``text`` and ``jsonb`` hold no NUL character (U+0000) and no lone sur
 (``"\ud800"`` is valid JSON, I-JSON (RFC 7493 §2.1) forbids it, Python keeps it as a code
 point UTF-8 cannot encode). Such a string in a path or query parameter or anywhere in a JSON
 body would reach the database driver and fail there as a 500; this dependency turns it into a
-422 ``validation-error`` before any route runs (found by the OpenAPI fuzzer,
-``tests/fuzz``).
+422 ``limit-exceeded`` before any route runs (found by the OpenAPI fuzzer, ``tests/fuzz``).
 """
 
 from __future__ import annotations
