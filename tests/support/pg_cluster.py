@@ -6,7 +6,8 @@ directory, ``pg_ctl start`` on a free TCP port of 127.0.0.1 (trust authenticatio
 socket), and ``pg_ctl stop``/``start``/``restart`` at will. The binaries come from
 ``/usr/lib/postgresql/15/bin`` (``PLANEXEC_PG_BINDIR`` overrides). PostgreSQL refuses to run
 as root, so when the test runs as root every command runs as the ``postgres`` OS user
-(``runuser``) and the data directory is handed to that user.
+(the child process switches user before it starts) and the data directory is handed to
+that user.
 
 ``fsync=off`` makes it quick: a fast shutdown still keeps every acknowledged commit (only a
 host crash would lose them), and a restart takes about half a second. The directory is a
@@ -64,10 +65,19 @@ class PgCluster:
 
     def _run(self, *args: str, check: bool = True, timeout_s: float = 60.0) -> str:
         command = [str(BINDIR / args[0]), *args[1:]]
-        if self._as_other:
-            command = ["runuser", "-u", OS_USER, "--", *command]
+        # As root, the child switches to the postgres user itself (setgid/setuid before exec):
+        # no runuser, which lives in /usr/sbin, off a plain user's PATH.
+        user = pwd.getpwnam(OS_USER) if self._as_other else None
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            cwd=self.root,
+            user=None if user is None else user.pw_uid,
+            group=None if user is None else user.pw_gid,
+            extra_groups=None if user is None else [],
         )
         if check and done.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed: {done.stdout}{done.stderr}")
