@@ -184,7 +184,8 @@ def watch_run(client: PlanexecClient, run_id: str, out: Console) -> int:
             show(event)
         settled = _settled(client, run_id, progress)
         if settled is None:
-            with contextlib.closing(client.events(run_id, after=progress.last_seq)) as events:
+            live_events = client.events(run_id, after=progress.last_seq, reached=True)
+            with contextlib.closing(live_events) as events:
                 for event in events:
                     show(event)
                     if event.type in FINAL_RUN_EVENTS or event.type in RESTING_RUN_EVENTS:

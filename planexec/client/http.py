@@ -248,7 +248,13 @@ class PlanexecClient:
         return ApprovalRecorded.model_validate(self._call("POST", url, json=body))
 
     def events(
-        self, run_id: str, *, after: int = 0, follow: bool = True, max_reconnects: int = 8
+        self,
+        run_id: str,
+        *,
+        after: int = 0,
+        follow: bool = True,
+        max_reconnects: int = 8,
+        reached: bool = False,
     ) -> Generator[RunEvent]:
         """Read ``GET {executor}/v1/runs/{run_id}/events`` (Server-Sent Events).
 
@@ -258,17 +264,21 @@ class PlanexecClient:
         open until the run ends; the iterator ends when a stream closes cleanly and reopening
         it brings nothing new. Without ``follow`` it ends once the history so far is read.
 
+        ``reached`` says the caller has already talked to the executor about this run (a
+        watch that read the history first): then a failed first connection is retried like a
+        dropped stream, since the executor may have gone down in between.
+
         Raises:
             ApiProblemError: the server refused the stream (e.g. 404 for an unknown run).
-            ApiUnreachableError: the first connection failed, or ``max_reconnects`` reconnects
-                in a row brought nothing.
+            ApiUnreachableError: the first connection failed (unless ``reached``), or
+                ``max_reconnects`` reconnects in a row brought nothing.
         """
         url = f"{self.config.executor_url}/v1/runs/{_segment(run_id)}/events"
         params = {"follow": "true" if follow else "false"}
         timeout = httpx2.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)
         last = after
         failures = 0
-        connected = False
+        connected = reached
         while True:
             progressed = False
             headers = {"Last-Event-ID": str(last)} if last else {}

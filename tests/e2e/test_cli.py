@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -378,3 +379,22 @@ def test_a_gated_run_pauses_is_approved_and_finishes(
         shown,
         re.MULTILINE,
     )
+
+
+def test_a_watch_that_already_reached_the_executor_retries_a_failed_first_connect() -> None:
+    """The live stream of ``watch`` opens after its history replay: if the executor went down
+    in between, that first connect is a drop to ride out, not "the executor is unreachable"."""
+    from planexec.client.http import ApiUnreachableError, ClientConfig, PlanexecClient
+
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    client = PlanexecClient(ClientConfig(planner_url=down, executor_url=down, api_key="k"))
+    tries: list[float] = []
+    for reached in (False, True):
+        started = time.monotonic()
+        with pytest.raises(ApiUnreachableError):
+            next(client.events("r1", after=3, reached=reached, max_reconnects=2))
+        tries.append(time.monotonic() - started)
+    # Without ``reached`` the first refusal ends it at once; with it, two backoffs come first
+    # (0.4 s and 0.8 s) before the third refusal gives up.
+    assert tries[0] < 0.3, tries
+    assert tries[1] >= 1.2, tries
