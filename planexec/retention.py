@@ -37,118 +37,80 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 FINISHED_RUN_STATUSES = ("succeeded", "failed", "cancelled")
 """Run statuses after which a run gets no more events; only their events are pruned."""
 
-_PRUNE_RUN_EVENTS = text(
-    """
-    WITH doomed AS (
-        SELECT e.run_id, e.seq
-        FROM executor.run_events e
-        JOIN executor.runs r ON r.run_id = e.run_id
-        WHERE (e.run_id, e.seq) > (:after_run, :after_seq)
-          AND r.status IN ('succeeded', 'failed', 'cancelled')
-          AND r.finished_at < :cutoff
-        ORDER BY e.run_id, e.seq
-        LIMIT :batch
-    )
-    , deleted AS (
-        DELETE FROM executor.run_events e
-        USING doomed d
-        WHERE e.run_id = d.run_id AND e.seq = d.seq
-        RETURNING e.run_id, e.seq
-    )
-    SELECT count(*) OVER () AS deleted, run_id, seq
-    FROM deleted ORDER BY run_id DESC, seq DESC LIMIT 1
-    """
-)
 
-_PRUNE_GENERATION_ATTEMPTS = text(
-    """
-    WITH doomed AS (
-        SELECT g.tenant, g.plan_id, g.version, g.attempt
-        FROM planner.generation_attempts g
-        JOIN planner.plan_versions v
-          ON v.tenant = g.tenant AND v.plan_id = g.plan_id AND v.version = g.version
-        WHERE (g.tenant, g.plan_id, g.version, g.attempt)
-              > (:after_tenant, :after_plan, :after_version, :after_attempt)
-          AND v.created_at < :cutoff
-        ORDER BY g.tenant, g.plan_id, g.version, g.attempt
-        LIMIT :batch
-    )
-    , deleted AS (
-        DELETE FROM planner.generation_attempts g
-        USING doomed d
-        WHERE g.tenant = d.tenant AND g.plan_id = d.plan_id AND g.version = d.version
-          AND g.attempt = d.attempt
-        RETURNING g.tenant, g.plan_id, g.version, g.attempt
-    )
-    SELECT count(*) OVER () AS deleted, tenant, plan_id, version, attempt
-    FROM deleted ORDER BY tenant DESC, plan_id DESC, version DESC, attempt DESC LIMIT 1
-    """
-)
+@dataclass(frozen=True)
+class _Pruned:
+    """One table's prune: which rows go, walked in batches by primary key (keyset)."""
+
+    table: str
+    """The table, schema-qualified; aliased ``t`` in ``where`` and ``join``."""
+    key: dict[str, Any]
+    """Primary key columns, each with a value below every stored one (the walk's start)."""
+    where: str
+    """What makes a row go; ``:cutoff`` is the age limit."""
+    join: str = ""
+    """Tables ``where`` reads besides ``t``."""
+
+    def statement(self) -> TextClause:
+        """Delete up to ``:batch`` rows whose key is after ``:after_<column>``.
+
+        One row comes back, the number deleted then the greatest key deleted (ordered by
+        Postgres, so text keys follow the database's collation), or none when nothing was left.
+        """
+        t_key = ", ".join(f"t.{k}" for k in self.key)
+        return text(
+            f"""
+            WITH doomed AS (
+                SELECT {t_key} FROM {self.table} t {self.join}
+                WHERE ({t_key}) > ({", ".join(f":after_{k}" for k in self.key)})
+                  AND {self.where}
+                ORDER BY {t_key}
+                LIMIT :batch
+            ), deleted AS (
+                DELETE FROM {self.table} x USING doomed d
+                WHERE {" AND ".join(f"x.{k} = d.{k}" for k in self.key)}
+                RETURNING {", ".join(f"x.{k}" for k in self.key)}
+            )
+            SELECT count(*) OVER () AS deleted, {", ".join(self.key)}
+            FROM deleted ORDER BY {", ".join(f"{k} DESC" for k in self.key)} LIMIT 1
+            """
+        )
 
 
-_PRUNE_DISPATCH = text(
-    """
-    WITH doomed AS (
-        SELECT tenant, plan_id, version FROM planner.dispatch
-        WHERE (tenant, plan_id, version) > (:after_tenant, :after_plan, :after_version)
-          AND status = 'acked' AND acked_at < :cutoff
-        ORDER BY tenant, plan_id, version
-        LIMIT :batch
-    )
-    , deleted AS (
-        DELETE FROM planner.dispatch q
-        USING doomed d
-        WHERE q.tenant = d.tenant AND q.plan_id = d.plan_id AND q.version = d.version
-        RETURNING q.tenant, q.plan_id, q.version
-    )
-    SELECT count(*) OVER () AS deleted, tenant, plan_id, version
-    FROM deleted ORDER BY tenant DESC, plan_id DESC, version DESC LIMIT 1
-    """
-)
-
-_PRUNE_IDEMPOTENCY_KEYS = text(
-    """
-    WITH doomed AS (
-        SELECT tenant, key FROM planner.idempotency_keys
-        WHERE (tenant, key) > (:after_tenant, :after_key) AND created_at < :cutoff
-        ORDER BY tenant, key
-        LIMIT :batch
-    )
-    , deleted AS (
-        DELETE FROM planner.idempotency_keys k
-        USING doomed d
-        WHERE k.tenant = d.tenant AND k.key = d.key
-        RETURNING k.tenant, k.key
-    )
-    SELECT count(*) OVER () AS deleted, tenant, key
-    FROM deleted ORDER BY tenant DESC, key DESC LIMIT 1
-    """
-)
-
-_PRUNE_PLAN_CACHE = text(
-    """
-    WITH doomed AS (
-        SELECT tenant, cache_key FROM planner.plan_cache
-        WHERE (tenant, cache_key) > (:after_tenant, :after_key) AND expires_at < now()
-        ORDER BY tenant, cache_key
-        LIMIT :batch
-    )
-    , deleted AS (
-        DELETE FROM planner.plan_cache c
-        USING doomed d
-        WHERE c.tenant = d.tenant AND c.cache_key = d.cache_key
-        RETURNING c.tenant, c.cache_key
-    )
-    SELECT count(*) OVER () AS deleted, tenant, cache_key
-    FROM deleted ORDER BY tenant DESC, cache_key DESC LIMIT 1
-    """
-)
+_ZERO_UUID = uuid.UUID(int=0)
+_PRUNED = {
+    "run_events": _Pruned(
+        "executor.run_events",
+        {"run_id": _ZERO_UUID, "seq": 0},
+        f"r.status IN {FINISHED_RUN_STATUSES!r} AND r.finished_at < :cutoff",
+        "JOIN executor.runs r ON r.run_id = t.run_id",
+    ),
+    "generation_attempts": _Pruned(
+        "planner.generation_attempts",
+        {"tenant": "", "plan_id": _ZERO_UUID, "version": 0, "attempt": 0},
+        "v.created_at < :cutoff",
+        "JOIN planner.plan_versions v"
+        " ON v.tenant = t.tenant AND v.plan_id = t.plan_id AND v.version = t.version",
+    ),
+    "dispatch": _Pruned(
+        "planner.dispatch",
+        {"tenant": "", "plan_id": _ZERO_UUID, "version": 0},
+        "t.status = 'acked' AND t.acked_at < :cutoff",
+    ),
+    "idempotency_keys": _Pruned(
+        "planner.idempotency_keys", {"tenant": "", "key": ""}, "t.created_at < :cutoff"
+    ),
+    "plan_cache": _Pruned(
+        "planner.plan_cache", {"tenant": "", "cache_key": ""}, "t.expires_at < now()"
+    ),
+}
+"""Every pruned table by its ``PruneStats`` field, in the order they are pruned."""
 
 
 @dataclass(frozen=True)
@@ -180,19 +142,14 @@ class PruneStats:
 
 
 async def _prune_table(
-    engine: AsyncEngine,
-    statement: Any,
-    start: dict[str, Any],
-    cutoff: datetime,
-    batch: int,
+    engine: AsyncEngine, pruned: _Pruned, cutoff: datetime, batch: int
 ) -> TablePruned:
-    """Run ``statement`` batch after batch, one transaction each, until it deletes nothing.
+    """Run ``pruned``'s statement batch after batch, one transaction each, until it deletes nothing.
 
-    ``start`` holds the keyset parameters below every key. ``statement`` returns one row, the
-    number deleted then the greatest key deleted (ordered by Postgres, so text keys follow the
-    database's collation), or no row; the key becomes the next batch's ``start``.
+    Each batch starts after the greatest key the previous one deleted.
     """
-    after = dict(start)
+    statement = pruned.statement()
+    after = {f"after_{k}": v for k, v in pruned.key.items()}
     rows = batches = 0
     while True:
         async with engine.begin() as conn:
@@ -203,7 +160,7 @@ async def _prune_table(
             return TablePruned(rows=rows, batches=batches)
         rows += last[0]
         batches += 1
-        after = dict(zip(start, tuple(last)[1:], strict=True))
+        after = dict(zip(after, tuple(last)[1:], strict=True))
 
 
 async def prune(engine: AsyncEngine, *, older_than: timedelta, batch: int = 1000) -> PruneStats:
@@ -235,43 +192,7 @@ async def prune(engine: AsyncEngine, *, older_than: timedelta, batch: int = 1000
     async with engine.connect() as conn:
         now: datetime = (await conn.execute(text("SELECT now()"))).scalar_one()
     cutoff = now - older_than
-    events = await _prune_table(
-        engine,
-        _PRUNE_RUN_EVENTS,
-        {"after_run": uuid.UUID(int=0), "after_seq": 0},
-        cutoff,
-        batch,
-    )
-    provenance = await _prune_table(
-        engine,
-        _PRUNE_GENERATION_ATTEMPTS,
-        {
-            "after_tenant": "",
-            "after_plan": uuid.UUID(int=0),
-            "after_version": 0,
-            "after_attempt": 0,
-        },
-        cutoff,
-        batch,
-    )
-    dispatch = await _prune_table(
-        engine,
-        _PRUNE_DISPATCH,
-        {"after_tenant": "", "after_plan": uuid.UUID(int=0), "after_version": 0},
-        cutoff,
-        batch,
-    )
-    keys = await _prune_table(
-        engine, _PRUNE_IDEMPOTENCY_KEYS, {"after_tenant": "", "after_key": ""}, cutoff, batch
-    )
-    cache = await _prune_table(
-        engine, _PRUNE_PLAN_CACHE, {"after_tenant": "", "after_key": ""}, cutoff, batch
-    )
-    return PruneStats(
-        cutoff=cutoff,
-        run_events=events,
-        generation_attempts=provenance,
-        dispatch=dispatch,
-        idempotency_keys=keys,
-        plan_cache=cache,
-    )
+    pruned = {
+        name: await _prune_table(engine, table, cutoff, batch) for name, table in _PRUNED.items()
+    }
+    return PruneStats(cutoff=cutoff, **pruned)

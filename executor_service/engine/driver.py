@@ -465,7 +465,7 @@ class RunDriver:
             return False
         step = self.steps[step_id]
         verdict = await check_call(
-            self.store._pool,  # the run store's pool: a read, and the advisory lock
+            self.store.pool,
             tenant=self.plan.tenant,
             run_id=self.run_id,
             tool=tool.spec.name,

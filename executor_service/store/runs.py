@@ -257,6 +257,12 @@ class RunStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The asyncpg pool this store runs on, for engine modules with their own statements
+        (``domain.metering``'s ledger read and advisory lock)."""
+        return self._pool
+
     async def _existing(self, tenant: str, dedup_key: str) -> tuple[uuid.UUID, str | None]:
         row = await self._pool.fetchrow(
             _EXISTING_RUN.sql, *_EXISTING_RUN.args({"tenant": tenant, "dedup_key": dedup_key})
