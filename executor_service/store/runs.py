@@ -259,8 +259,11 @@ class RunStore:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        """The asyncpg pool this store runs on, for engine modules with their own statements
-        (``domain.metering``'s ledger read and advisory lock)."""
+        """The asyncpg pool this store runs on.
+
+        For engine modules with statements of their own: ``domain.metering``'s ledger read and
+        advisory lock.
+        """
         return self._pool
 
     async def _existing(self, tenant: str, dedup_key: str) -> tuple[uuid.UUID, str | None]:
