@@ -16,8 +16,9 @@ the exception, by design: a suspect is leased alone and its worker leases nothin
 the suspect makes progress, so a poison step cannot take innocent runs down with it (R6).
 After a dense storm of kills most runs can be suspects, and they then go through each worker
 one at a time, each holding it until its next step succeeds: at most the plan's longest step
-(a 0.5 s timer) plus a claim. Suspects get that serialized time on top of the bound,
-``ceil(suspects / workers) x (0.5 s + 0.1 s)``; every other run gets the plain bound.
+(a 0.5 s timer) plus a claim, while ordinary runs wait behind them. When there were suspects,
+runs get that serialized time on top of the bound, ``ceil(suspects / workers) x (0.5 s +
+0.1 s)``; without suspects, the plain bound.
 """
 
 from __future__ import annotations
@@ -272,10 +273,8 @@ async def test_sigkill_every_worker_three_times(
     suspects = _suspects(events)
     quarantine_s = -(-len(suspects) // WORKERS) * (TIMER_S + CLAIM_SLACK_S)
     suspect_deadline = deadline + timedelta(seconds=quarantine_s)
-    late_suspects = {
-        e["run_id"]
-        for e in events
-        if e["type"] == "run.succeeded" and e["run_id"] in suspects and e["at"] > suspect_deadline
+    late_anyway = {
+        e["run_id"] for e in events if e["type"] == "run.succeeded" and e["at"] > suspect_deadline
     }
     print(
         f"\nR1 kill -9: runs={RUNS} (+{RUNS} fault-free baseline) in_flight<={3 * PER_WORKER}"
@@ -298,10 +297,11 @@ async def test_sigkill_every_worker_three_times(
     assert len(kills) == WORKERS * KILLS_PER_WORKER
     assert any(k.leased_runs for k in kills), "no kill hit a worker holding runs"
     assert taken_over > 0, "no run was taken over from a killed worker"
-    # Within 2 x TTL + normal runtime of the last restart; suspects (runs recovered twice
-    # without progress, leased alone one at a time) within that plus their serialized time.
-    assert not late - suspects, f"{len(late - suspects)} runs that were never suspects were late"
-    assert not late_suspects, f"{len(late_suspects)} suspects late even for {quarantine_s:.1f} s"
+    # Within 2 x TTL + normal runtime of the last restart, plus the suspects' serialized time
+    # when there were any (a worker holding a suspect leases nothing else, so ordinary runs
+    # wait behind the suspects too); without suspects the plain bound.
+    assert suspects or not late, f"{len(late)} runs finished after the bound, with no suspects"
+    assert not late_anyway, f"{len(late_anyway)} runs late even for {quarantine_s:.1f} s more"
     # Steps checkpointed as succeeded before a kill were never called again, except by a
     # zombie (a live worker whose lease had lapsed under load: counted above).
     final_by_key = stats["by_key"]
